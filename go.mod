@@ -1,0 +1,3 @@
+module github.com/filewatcher/filewatcher
+
+go 1.24
