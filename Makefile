@@ -1,0 +1,107 @@
+# filewatcher — every file created on a Linux host becomes live telemetry.
+#
+# `make help` lists the targets. The two commands a new user needs:
+#   make demo   run the whole pipeline (natively, or in a VM where this host cannot load modules)
+#   make test   run every test (installs what is missing first)
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+
+# Kernel headers to build the module against (the running kernel by default).
+KDIR ?= /lib/modules/$(shell uname -r)/build
+# Where the loader and the exporter meet when run by make run-ebpftracer.
+RUN_DIR ?= $(CURDIR)/.cache/run
+# Kernels the VM end-to-end tests boot.
+E2E_KERNELS ?= 6.1 6.12
+
+GO ?= go
+BIN := bin
+LOADER := $(BIN)/filewatcher-loader
+LOADER_SRC := $(shell find loader-go proto -name '*.go' 2>/dev/null) go.mod go.sum
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: setup
+setup: ## install every system package, Go module and npm package the project needs (idempotent)
+	@scripts/setup.sh
+
+.PHONY: all
+all: loader exporter kmod-if-headers ## build everything: loader, exporter, and the module where kernel headers exist
+
+.PHONY: loader
+loader: $(LOADER) ## build the static loader binary bin/filewatcher-loader
+
+$(LOADER): $(LOADER_SRC)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./loader-go/cmd/filewatcher-loader
+
+.PHONY: exporter
+exporter: ## build the TypeScript exporter into exporter/dist
+	npm run --silent build
+
+.PHONY: kmod
+kmod: ## build kmod/filewatcher.ko against KDIR (default: the running kernel's headers)
+	@test -e "$(KDIR)/Makefile" || { echo "kmod: no kernel headers at $(KDIR): run make setup, or pass KDIR=/path/to/headers" >&2; exit 1; }
+	$(MAKE) -C kmod KDIR=$(KDIR)
+
+.PHONY: kmod-if-headers
+kmod-if-headers:
+	@if [ -e "$(KDIR)/Makefile" ]; then $(MAKE) -C kmod KDIR=$(KDIR); \
+	else echo "note: no kernel headers at $(KDIR): module not built here (make demo and make test build it for their VM kernels)"; fi
+
+.PHONY: generate
+generate: ## regenerate the eBPF object (bpf2go), protobuf Go code and TypeScript types (needs clang, protoc)
+	$(GO) generate ./loader-go/... ./proto/...
+	npm run --silent gen:types
+
+.PHONY: insmod
+insmod: kmod ## load the module into the running kernel (needs root and module support)
+	insmod kmod/filewatcher.ko
+
+.PHONY: rmmod
+rmmod: ## unload the module from the running kernel
+	rmmod filewatcher
+
+.PHONY: run-ebpftracer
+run-ebpftracer: loader exporter ## run the loader (loads the module and eBPF program) and the exporter on :8080, as in the seed
+	@scripts/run-ebpftracer.sh "$(RUN_DIR)"
+
+.PHONY: demo
+demo: setup ## run the whole pipeline with one command (natively, or in a qemu guest where this host cannot load modules)
+	@scripts/demo.sh
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+
+.PHONY: install
+install: loader exporter ## install binaries, module and systemd units under DESTDIR/PREFIX
+	PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" deploy/install.sh install
+
+.PHONY: uninstall
+uninstall: ## remove what make install installed
+	PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" deploy/install.sh uninstall
+
+.PHONY: lint
+lint: ## formatters and linters: gofmt, go vet, eslint, tsc, shell syntax
+	@out=$$(gofmt -l loader-go proto test); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet -tags e2e ./...
+	npm run --silent lint
+	@for f in $$(git ls-files '*.sh' .ci/run); do bash -n "$$f" || exit 1; done
+
+.PHONY: test-unit
+test-unit: loader ## Go and TypeScript unit and integration tests (no VM)
+	$(GO) test -count=1 ./...
+	npm test
+
+.PHONY: test-e2e
+test-e2e: loader ## end-to-end tests on real Debian kernels in qemu (E2E_KERNELS="6.1 6.12")
+	FILEWATCHER_E2E_KERNELS="$(E2E_KERNELS)" $(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e/
+
+.PHONY: test
+test: setup lint test-unit test-e2e ## run every test (installs what is missing first)
+
+.PHONY: clean
+clean: ## remove build outputs (keeps the kernel cache in .cache/kernels)
+	rm -rf $(BIN) exporter/dist
+	-$(MAKE) -C kmod clean KDIR=$(KDIR) 2>/dev/null

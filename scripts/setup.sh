@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# setup.sh — install everything filewatcher needs to build, run and test on
+# Debian 12 (bookworm). Idempotent: it installs only what is missing, so
+# `make test` and `make demo` can call it every time.
+#
+#   apt   system packages (compilers, qemu, busybox, prometheus, ...)
+#   go    Go modules of go.mod (go mod download)
+#   npm   the exporter's packages (npm ci, from package-lock.json)
+#
+# Guest kernels for the VM tests are NOT installed here: test/vm/kernels.sh
+# fetches them into the project's own cache (.cache/), never into /boot.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+# Packages, one per reason:
+apt_packages=(
+	make gcc libc6-dev          # build the module and tools
+	kmod                        # modinfo/insmod for make insmod
+	xz-utils cpio               # unpack guest kernel modules, build initramfs
+	busybox-static              # (host copy; guests use the cached one per arch)
+	qemu-system-x86             # boot Debian kernels for the kernel e2e tests
+	qemu-system-arm gcc-aarch64-linux-gnu # arm64 guests and cross-builds
+	clang llvm libbpf-dev       # regenerate the eBPF object (make generate)
+	protobuf-compiler           # regenerate protobuf code (make generate)
+	prometheus                  # real Prometheus + promtool for e2e tests
+	debootstrap e2fsprogs       # systemd guest root filesystem
+	systemd                     # systemd-analyze verify of the units
+	docker-compose              # validate docker-compose.yml (no engine needed)
+	curl ca-certificates git
+)
+
+missing=()
+for p in "${apt_packages[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+sudo=
+if [ "$(id -u)" -ne 0 ]; then
+	command -v sudo >/dev/null || { echo "setup: not root and no sudo: install ${missing[*]} by hand" >&2; exit 1; }
+	sudo=sudo
+fi
+
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "setup: installing ${missing[*]}" >&2
+	$sudo apt-get update -qq
+	# --no-install-recommends keeps qemu from pulling a desktop's worth of packages.
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Headers of the running kernel, for building the module natively (make,
+# make insmod). Only where Debian ships them; elsewhere the VM harness builds
+# the module against cached guest kernels.
+kver=$(uname -r)
+if [ ! -e "/lib/modules/$kver/build" ] && apt-cache show "linux-headers-$kver" >/dev/null 2>&1; then
+	echo "setup: installing linux-headers-$kver" >&2
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "linux-headers-$kver" >/dev/null
+fi
+
+command -v go >/dev/null || { echo "setup: Go is required (https://go.dev/dl), not found in PATH" >&2; exit 1; }
+command -v npm >/dev/null || { echo "setup: Node.js 20+ with npm is required, not found in PATH" >&2; exit 1; }
+
+go mod download
+
+if [ -f package-lock.json ]; then
+	# npm ci only when the lock file changed since the last install.
+	stamp=node_modules/.filewatcher-lock
+	if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
+		npm ci --no-audit --no-fund --loglevel=error
+		cp package-lock.json "$stamp"
+	fi
+fi
+echo "setup: ok" >&2
