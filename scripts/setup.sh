@@ -17,6 +17,7 @@ cd "$repo"
 # Packages, one per reason:
 apt_packages=(
 	make gcc libc6-dev          # build the module and tools
+	dwarves                     # pahole: module BTF for 6.12 headers (they ship vmlinux)
 	kmod                        # modinfo/insmod for make insmod
 	xz-utils cpio               # unpack guest kernel modules, build initramfs
 	busybox-static              # (host copy; guests use the cached one per arch)
