@@ -1,0 +1,218 @@
+// Command filewatcher-loader loads the filewatcher kernel module and its BPF
+// program, numbers every file-creation event, and streams the events to any
+// number of gRPC subscribers (filewatcher.v1.EventService), with the standard
+// health service and server reflection.
+//
+// Every flag --name can also be set in the environment as FILEWATCHER_NAME
+// (dashes become underscores); flags win. Run with --help for the list.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/filewatcher/filewatcher/loader-go/internal/config"
+	"github.com/filewatcher/filewatcher/loader-go/internal/hub"
+	"github.com/filewatcher/filewatcher/loader-go/internal/kernel"
+	"github.com/filewatcher/filewatcher/loader-go/internal/kmod"
+	"github.com/filewatcher/filewatcher/loader-go/internal/listen"
+	"github.com/filewatcher/filewatcher/loader-go/internal/sdnotify"
+	"github.com/filewatcher/filewatcher/loader-go/internal/server"
+	"github.com/filewatcher/filewatcher/loader-go/internal/synthetic"
+	pb "github.com/filewatcher/filewatcher/proto/filewatcher/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil))
+}
+
+// run is main without the process: it returns the exit code. ready, if not
+// nil, is called with the listening address once serving.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, ready func(net.Addr)) int {
+	cfg, err := config.Parse(args, getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "filewatcher-loader:", err)
+		return 2
+	}
+	if cfg.Version {
+		fmt.Fprintln(stdout, "filewatcher-loader", version)
+		return 0
+	}
+	log := cfg.NewLogger(stderr)
+	if err := serve(ctx, cfg, log, ready); err != nil {
+		log.Error("exiting", "error", err)
+		return 1
+	}
+	return 0
+}
+
+// source is an event source as the loader drives it.
+type source struct {
+	name   string
+	run    func(context.Context) error
+	status server.StatusFiller
+	close  func() error
+}
+
+func openSource(cfg config.Config, h *hub.Hub, log *slog.Logger) (*source, error) {
+	if cfg.Source == config.SourceSynthetic {
+		s := synthetic.New(synthetic.Options{Rate: cfg.Rate, Dirs: cfg.SyntheticDirs, Names: cfg.SyntheticNames})
+		return &source{
+			name:   s.Name(),
+			run:    func(ctx context.Context) error { return s.Run(ctx, h) },
+			status: s,
+			close:  func() error { return nil },
+		}, nil
+	}
+	mod, err := kmod.Load(kmod.Options{Path: cfg.Module, Params: cfg.ModuleParams, Force: cfg.Force, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	k, err := kernel.Open(kernel.Options{RingbufSize: uint32(cfg.RingbufSize), Module: mod, Log: log, MountTracefs: true})
+	if err != nil {
+		return nil, errors.Join(err, mod.Close())
+	}
+	return &source{
+		name:   k.Name(),
+		run:    func(ctx context.Context) error { return k.Run(ctx, h) },
+		status: k,
+		// Detach before unloading: the attached program pins the module.
+		close: func() error { return errors.Join(k.Close(), mod.Close()) },
+	}, nil
+}
+
+func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(net.Addr)) (err error) {
+	addr, err := listen.Parse(cfg.Listen)
+	if err != nil {
+		return err
+	}
+	runID, err := newRunID()
+	if err != nil {
+		return err
+	}
+	h := hub.New(runID, hub.Options{QueueSize: cfg.QueueSize, ReplaySize: cfg.ReplaySize})
+	src, err := openSource(cfg, h, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := src.close(); cerr != nil {
+			log.Error("cleanup", "error", cerr)
+			err = errors.Join(err, cerr)
+		}
+	}()
+	lis, err := listen.Listen(addr, cfg.AllowInsecureTCP, log)
+	if err != nil {
+		return err
+	}
+	defer lis.Close()
+
+	gs := grpc.NewServer(server.ServerOption())
+	server.New(h, src.status, version).Register(gs)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+	setHealth(hs, healthpb.HealthCheckResponse_NOT_SERVING)
+
+	srcCtx, stopSource := context.WithCancel(ctx)
+	defer stopSource()
+	srcDone := make(chan error, 1)
+	go func() { srcDone <- src.run(srcCtx) }()
+	serveDone := make(chan error, 1)
+	go func() { serveDone <- gs.Serve(lis) }()
+	setHealth(hs, healthpb.HealthCheckResponse_SERVING)
+	log.Info("ready", "listen", listenString(addr, lis.Addr()), "source", src.name, "run_id", runID, "version", version)
+	if err := sdnotify.Ready(); err != nil {
+		log.Warn("cannot notify systemd", "error", err)
+	}
+	if ready != nil {
+		ready(lis.Addr())
+	}
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err = <-srcDone:
+		err = fmt.Errorf("event source stopped: %w", errOrUnexpected(err))
+		srcDone <- nil
+	case err = <-serveDone:
+		err = fmt.Errorf("serve: %w", errOrUnexpected(err))
+	}
+	if err := sdnotify.Stopping(); err != nil {
+		log.Warn("cannot notify systemd", "error", err)
+	}
+	hs.Shutdown()
+	stopSource()
+	<-srcDone
+	h.Close() // subscribers drain their queues and end with UNAVAILABLE
+	gracefulStop(gs, cfg.ShutdownTimeout, log)
+	return err
+}
+
+func setHealth(hs *health.Server, st healthpb.HealthCheckResponse_ServingStatus) {
+	hs.SetServingStatus("", st)
+	hs.SetServingStatus(pb.EventService_ServiceDesc.ServiceName, st)
+}
+
+// gracefulStop lets streams finish, then cuts whatever is still running
+// after timeout (a client that stopped reading).
+func gracefulStop(gs *grpc.Server, timeout time.Duration, log *slog.Logger) {
+	done := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		log.Warn("graceful stop timed out; closing remaining streams", "timeout", timeout)
+		gs.Stop()
+		<-done
+	}
+}
+
+func errOrUnexpected(err error) error {
+	if err == nil {
+		return errors.New("ended unexpectedly")
+	}
+	return err
+}
+
+func listenString(a listen.Address, actual net.Addr) string {
+	if a.Network == "unix" {
+		return a.String()
+	}
+	return actual.String()
+}
+
+// newRunID returns a random identifier for this run of the loader.
+func newRunID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("make run id: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}

@@ -1,0 +1,156 @@
+// Package config reads the loader's settings from flags and environment
+// variables: every flag --some-name can also be set as FILEWATCHER_SOME_NAME;
+// a flag given on the command line wins.
+package config
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/bits"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/filewatcher/filewatcher/loader-go/internal/hub"
+	"github.com/filewatcher/filewatcher/loader-go/internal/synthetic"
+)
+
+// EnvPrefix starts the environment variable of every flag.
+const EnvPrefix = "FILEWATCHER_"
+
+// Defaults.
+const (
+	DefaultListen      = "unix:///run/filewatcher/loader.sock"
+	DefaultRingbufSize = 16 << 20
+	MaxRingbufSize     = 1 << 30
+)
+
+// Sources.
+const (
+	SourceKernel    = "kernel"
+	SourceSynthetic = "synthetic"
+)
+
+// Config is the loader's configuration.
+type Config struct {
+	Listen           string
+	AllowInsecureTCP bool
+	Source           string
+	Module           string
+	ModuleParams     string
+	Force            bool
+	RingbufSize      uint64
+	Rate             int
+	SyntheticDirs    int
+	SyntheticNames   int
+	QueueSize        int
+	ReplaySize       int
+	ShutdownTimeout  time.Duration
+	LogLevel         slog.Level
+	LogFormat        string
+	Version          bool
+}
+
+// Parse reads args (without the program name) and then, for every flag not
+// given in args, the environment variable named for it.
+func Parse(args []string, getenv func(string) string, usage io.Writer) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("filewatcher-loader", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	fs.StringVar(&c.Listen, "listen", DefaultListen, "gRPC listen address: host:port or unix:///abs/path")
+	fs.BoolVar(&c.AllowInsecureTCP, "allow-insecure-tcp", false, "allow plaintext TCP on a non-loopback address")
+	fs.StringVar(&c.Source, "source", SourceKernel, "event source: kernel or synthetic")
+	fs.StringVar(&c.Module, "module", "", "kernel module (.ko) to load; empty: use the loaded module")
+	fs.StringVar(&c.ModuleParams, "module-params", "", `module parameters, e.g. "maxactive=4096"`)
+	fs.BoolVar(&c.Force, "force", false, "load the module despite a failed vermagic or BTF signature check")
+	fs.Uint64Var(&c.RingbufSize, "ringbuf-size", DefaultRingbufSize, "BPF ring buffer size in bytes (power of two, multiple of the page size)")
+	fs.IntVar(&c.Rate, "rate", 1000, "synthetic events per second (0: as fast as possible)")
+	fs.IntVar(&c.SyntheticDirs, "synthetic-dirs", synthetic.DefaultDirs, "directories in the synthetic path mix")
+	fs.IntVar(&c.SyntheticNames, "synthetic-names", synthetic.DefaultNames, "file names in the synthetic path mix")
+	fs.IntVar(&c.QueueSize, "subscriber-queue-size", hub.DefaultQueueSize, "events queued per subscriber before its overflow policy applies")
+	fs.IntVar(&c.ReplaySize, "replay-buffer-size", hub.DefaultReplaySize, "recent events kept for resuming subscribers (0: no replay)")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 5*time.Second, "how long a graceful shutdown may take before streams are cut")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	fs.BoolVar(&c.Version, "version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if err := applyEnv(fs, getenv); err != nil {
+		return Config{}, err
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(*logLevel)); err != nil {
+		return Config{}, fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	return c, c.validate()
+}
+
+// EnvName returns the environment variable for a flag name.
+func EnvName(flagName string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		v := getenv(EnvName(f.Name))
+		if set[f.Name] || v == "" {
+			return
+		}
+		if err := f.Value.Set(v); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w", EnvName(f.Name), v, err))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func (c *Config) validate() error {
+	if c.Source != SourceKernel && c.Source != SourceSynthetic {
+		return fmt.Errorf("--source %q: want kernel or synthetic", c.Source)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)
+	}
+	if err := ValidateRingbufSize(c.RingbufSize, os.Getpagesize()); err != nil {
+		return err
+	}
+	switch {
+	case c.Rate < 0:
+		return fmt.Errorf("--rate %d: must not be negative", c.Rate)
+	case c.SyntheticDirs < 1 || c.SyntheticNames < 1:
+		return fmt.Errorf("--synthetic-dirs and --synthetic-names must be at least 1")
+	case c.QueueSize < 1:
+		return fmt.Errorf("--subscriber-queue-size %d: must be at least 1", c.QueueSize)
+	case c.ReplaySize < 0:
+		return fmt.Errorf("--replay-buffer-size %d: must not be negative", c.ReplaySize)
+	case c.ShutdownTimeout <= 0:
+		return fmt.Errorf("--shutdown-timeout %v: must be positive", c.ShutdownTimeout)
+	}
+	return nil
+}
+
+// ValidateRingbufSize checks what the kernel requires of a BPF ring buffer:
+// a power of two and a multiple of the page size.
+func ValidateRingbufSize(size uint64, pageSize int) error {
+	if size == 0 || bits.OnesCount64(size) != 1 || size%uint64(pageSize) != 0 || size > MaxRingbufSize {
+		return fmt.Errorf("--ringbuf-size %d: want a power of two, a multiple of the page size (%d) and at most %d", size, pageSize, MaxRingbufSize)
+	}
+	return nil
+}
+
+// NewLogger returns the logger the configuration asks for, writing to w.
+func (c *Config) NewLogger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: c.LogLevel}
+	if c.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

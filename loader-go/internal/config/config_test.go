@@ -1,0 +1,95 @@
+package config
+
+import (
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := Parse(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != DefaultListen || c.Source != SourceKernel || c.RingbufSize != 16<<20 ||
+		c.LogLevel != slog.LevelInfo || c.LogFormat != "text" || c.ShutdownTimeout != 5*time.Second {
+		t.Errorf("defaults = %+v", c)
+	}
+}
+
+func TestFlagsAndEnv(t *testing.T) {
+	tests := []struct {
+		name  string
+		args  []string
+		env   map[string]string
+		check func(Config) bool
+	}{
+		{"env sets", nil, map[string]string{"FILEWATCHER_LISTEN": "127.0.0.1:1", "FILEWATCHER_ALLOW_INSECURE_TCP": "true"},
+			func(c Config) bool { return c.Listen == "127.0.0.1:1" && c.AllowInsecureTCP }},
+		{"flag wins", []string{"--listen", "127.0.0.1:2"}, map[string]string{"FILEWATCHER_LISTEN": "127.0.0.1:1"},
+			func(c Config) bool { return c.Listen == "127.0.0.1:2" }},
+		{"snake case", nil, map[string]string{"FILEWATCHER_MODULE_PARAMS": "maxactive=4096", "FILEWATCHER_RINGBUF_SIZE": "65536"},
+			func(c Config) bool { return c.ModuleParams == "maxactive=4096" && c.RingbufSize == 65536 }},
+		{"log level", []string{"--log-level=debug", "--log-format=json"}, nil,
+			func(c Config) bool { return c.LogLevel == slog.LevelDebug && c.LogFormat == "json" }},
+		{"log level env", nil, map[string]string{"FILEWATCHER_LOG_LEVEL": "warn"},
+			func(c Config) bool { return c.LogLevel == slog.LevelWarn }},
+		{"synthetic", []string{"--source", "synthetic", "--rate", "0", "--synthetic-dirs", "3"}, nil,
+			func(c Config) bool { return c.Source == SourceSynthetic && c.Rate == 0 && c.SyntheticDirs == 3 }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse(tt.args, env(tt.env), io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(c) {
+				t.Errorf("config = %+v", c)
+			}
+		})
+	}
+}
+
+func TestInvalid(t *testing.T) {
+	tests := []struct {
+		args    []string
+		env     map[string]string
+		wantErr string
+	}{
+		{[]string{"--source", "magic"}, nil, "--source"},
+		{[]string{"--ringbuf-size", "12345"}, nil, "power of two"},
+		{[]string{"--ringbuf-size", "1024"}, nil, "page size"},
+		{[]string{"--ringbuf-size", "0"}, nil, "power of two"},
+		{[]string{"--log-level", "loud"}, nil, "--log-level"},
+		{[]string{"--log-format", "xml"}, nil, "--log-format"},
+		{[]string{"--rate", "-1"}, nil, "--rate"},
+		{[]string{"stray"}, nil, "unexpected argument"},
+		{nil, map[string]string{"FILEWATCHER_RATE": "fast"}, "FILEWATCHER_RATE"},
+		{nil, map[string]string{"FILEWATCHER_FORCE": "maybe"}, "FILEWATCHER_FORCE"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			_, err := Parse(tt.args, env(tt.env), io.Discard)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("error = %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestValidateRingbufSize(t *testing.T) {
+	for _, tt := range []struct {
+		size uint64
+		ok   bool
+	}{{4096, true}, {16 << 20, true}, {1 << 30, true}, {1 << 31, false}, {8192 + 4096, false}, {2048, false}} {
+		if err := ValidateRingbufSize(tt.size, 4096); (err == nil) != tt.ok {
+			t.Errorf("size %d: %v", tt.size, err)
+		}
+	}
+}

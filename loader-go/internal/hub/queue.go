@@ -1,0 +1,159 @@
+package hub
+
+import (
+	"sync"
+
+	pb "github.com/filewatcher/filewatcher/proto/filewatcher/v1"
+)
+
+// queue is one subscriber's bounded queue. The hub pushes with push and
+// pushGap and never blocks; the subscriber pops under mu. Capacity bounds the
+// queued events; gaps are not counted against it (they are few and small).
+//
+// Events the overflow policy discards leave holes in the queued sequence
+// numbers; the subscriber reports every hole as a SUBSCRIBER_OVERFLOW gap,
+// so a queue needs no bookkeeping per drop.
+type queue struct {
+	mu       sync.Mutex
+	items    deque[item]
+	n        int // queued events
+	capacity int
+	policy   pb.OverflowPolicy
+	offered  uint64 // one past the highest sequence pushed so far
+	dropped  uint64 // events discarded by the overflow policy
+	err      error  // set once: ErrOverflow or ErrClosed
+	notify   chan struct{}
+}
+
+func newQueue(capacity int, policy pb.OverflowPolicy, next uint64) *queue {
+	return &queue{
+		capacity: capacity,
+		policy:   policy,
+		offered:  next,
+		notify:   make(chan struct{}, 1),
+	}
+}
+
+// wake tells the subscriber, if it waits, that the queue changed.
+func (q *queue) wake() {
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+// push offers the events b.events[lo:hi] and applies the overflow policy if
+// they do not fit. It returns how many events it discarded.
+func (q *queue) push(b *batch, lo, hi int) (dropped int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.err != nil {
+		return 0
+	}
+	q.offered = b.first + uint64(hi)
+	n := hi - lo
+	space := max(q.capacity-q.n, 0)
+	if n > space {
+		switch q.policy {
+		case pb.OverflowPolicy_OVERFLOW_POLICY_CLOSE:
+			dropped = q.n + n
+			q.closeLocked(ErrOverflow)
+			q.dropped += uint64(dropped)
+			return dropped
+		case pb.OverflowPolicy_OVERFLOW_POLICY_DROP_OLDEST:
+			if n > q.capacity {
+				dropped = n - q.capacity
+				lo = hi - q.capacity
+				n = q.capacity
+			}
+			dropped += q.dropOldest(n - space)
+		default: // DROP_NEWEST
+			dropped = n - space
+			hi = lo + space
+			n = space
+		}
+		q.dropped += uint64(dropped)
+	}
+	if n > 0 {
+		q.items.pushBack(item{b: b, lo: lo, hi: hi})
+		q.n += n
+	}
+	q.wake()
+	return dropped
+}
+
+// pushGap queues a gap. Gaps bypass the capacity: dropping one would turn a
+// known loss into a mislabelled one.
+func (q *queue) pushGap(first, last uint64, reason pb.GapReason) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.err != nil {
+		return
+	}
+	q.offered = last + 1
+	q.items.pushBack(item{gapFirst: first, gapLast: last, gapReason: reason})
+	q.wake()
+}
+
+// dropOldest discards the k oldest queued events (fewer if fewer are queued)
+// and returns how many it discarded.
+func (q *queue) dropOldest(k int) int {
+	done := 0
+	for i := 0; done < k && i < q.items.len(); i++ {
+		it := q.items.at(i)
+		if it.isGap() {
+			continue
+		}
+		m := min(k-done, it.hi-it.lo)
+		it.lo += m
+		done += m
+	}
+	q.n -= done
+	q.compactFront()
+	return done
+}
+
+// compactFront removes emptied event items from the front run of gaps and
+// empty items, keeping the gaps in order, so a stalled subscriber's queue
+// does not grow with husks.
+func (q *queue) compactFront() {
+	j := 0
+	for j < q.items.len() {
+		it := q.items.at(j)
+		if !it.isGap() && it.lo < it.hi {
+			break
+		}
+		j++
+	}
+	w := j
+	for r := j - 1; r >= 0; r-- {
+		if q.items.at(r).isGap() {
+			w--
+			*q.items.at(w) = *q.items.at(r)
+		}
+	}
+	for ; w > 0; w-- {
+		q.items.popFront()
+	}
+}
+
+// close ends the queue with err unless it has ended already.
+func (q *queue) close(err error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closeLocked(err)
+}
+
+func (q *queue) closeLocked(err error) {
+	if q.err != nil {
+		return
+	}
+	q.err = err
+	if err == ErrOverflow {
+		for q.items.len() > 0 {
+			q.items.popFront()
+		}
+		q.n = 0
+	}
+	q.wake()
+}

@@ -1,0 +1,312 @@
+// Package kernel is the event source that reads file creations from the
+// kernel: it loads the BPF program of bpf/filewatcher.bpf.c, attaches it to
+// the module's filewatcher/file_created tracepoint, reads the ring buffer and
+// turns every loss the kernel side counted (ring buffer full, unreadable
+// records, kretprobe misses) into gaps.
+package kernel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"github.com/filewatcher/filewatcher/loader-go/internal/bpfobj"
+	"github.com/filewatcher/filewatcher/loader-go/internal/kmod"
+	pb "github.com/filewatcher/filewatcher/proto/filewatcher/v1"
+	"golang.org/x/sys/unix"
+)
+
+// Sink receives events and losses; *hub.Hub is one.
+type Sink interface {
+	Publish(events []*pb.FileCreatedEvent)
+	PublishGap(reason pb.GapReason, n uint64)
+}
+
+// Options configures a Source.
+type Options struct {
+	// RingbufSize is the BPF ring buffer's size in bytes.
+	RingbufSize uint32
+	// Module supplies kretprobe misses and status; nil skips them.
+	Module *kmod.Module
+	// Log receives warnings; nil discards.
+	Log *slog.Logger
+	// MountTracefs mounts tracefs at /sys/kernel/tracing if no tracing
+	// filesystem is mounted (minimal systems such as an initramfs): attaching
+	// to a tracepoint needs it to look the tracepoint up.
+	MountTracefs bool
+}
+
+// Timing of loss polling: at least every pollInterval, and when the reader
+// has drained the ring, at most every minPollInterval.
+const (
+	pollInterval    = 100 * time.Millisecond
+	minPollInterval = 10 * time.Millisecond
+	batchSize       = 256
+)
+
+// recordReader is what Run needs of *ringbuf.Reader.
+type recordReader interface {
+	ReadInto(*ringbuf.Record) error
+	SetDeadline(time.Time)
+}
+
+// lossCounts are cumulative loss counters as read from the kernel.
+type lossCounts struct {
+	ringbufFullPerCPU []uint64
+	readErrors        uint64
+	kprobeMissed      uint64
+}
+
+func (l *lossCounts) ringbufFull() uint64 {
+	var n uint64
+	for _, v := range l.ringbufFullPerCPU {
+		n += v
+	}
+	return n
+}
+
+// Source reads events from the kernel.
+type Source struct {
+	objs        bpfobj.FilewatcherObjects
+	link        link.Link
+	reader      *ringbuf.Reader
+	module      *kmod.Module
+	ringbufSize uint32
+	log         *slog.Logger
+
+	// For Run, injectable by tests.
+	records    recordReader
+	readLosses func() (lossCounts, error)
+
+	last    lossCounts // as of the last poll
+	dec     decoder
+	pending []*pb.FileCreatedEvent
+
+	status atomic.Pointer[lossCounts] // last poll, for FillStatus
+}
+
+// Open loads and attaches the BPF program. The module must be loaded.
+func Open(opts Options) (_ *Source, err error) {
+	s := &Source{module: opts.Module, ringbufSize: opts.RingbufSize, log: opts.Log}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("remove memlock limit: %w", err)
+	}
+	spec, err := bpfobj.LoadFilewatcher()
+	if err != nil {
+		return nil, fmt.Errorf("load BPF spec: %w", err)
+	}
+	spec.Maps[bpfobj.FilewatcherMapEvents].MaxEntries = opts.RingbufSize
+	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			s.log.Error("BPF verifier log", "log", fmt.Sprintf("%+v", verr))
+		}
+		return nil, fmt.Errorf("load BPF objects: %w", err)
+	}
+	if opts.MountTracefs {
+		if err := mountTracefs(s.log); err != nil {
+			return nil, err
+		}
+	}
+	s.link, err = link.Tracepoint("filewatcher", "file_created", s.objs.FileCreated, nil)
+	if err != nil {
+		return nil, fmt.Errorf("attach to tracepoint filewatcher/file_created (is the module loaded?): %w", err)
+	}
+	s.reader, err = ringbuf.NewReader(s.objs.Events)
+	if err != nil {
+		return nil, fmt.Errorf("open ring buffer reader: %w", err)
+	}
+	s.records = s.reader
+	s.readLosses = s.readKernelLosses
+	// Misses before this run are not this run's losses.
+	if s.last, err = s.readLosses(); err != nil {
+		return nil, err
+	}
+	s.status.Store(&s.last)
+	return s, nil
+}
+
+const tracefsDir = "/sys/kernel/tracing"
+
+// mountTracefs mounts tracefs unless tracefs or debugfs already provides the
+// tracing events.
+func mountTracefs(log *slog.Logger) error {
+	for _, dir := range []string{tracefsDir + "/events", "/sys/kernel/debug/tracing/events"} {
+		if _, err := os.Stat(dir); err == nil {
+			return nil
+		}
+	}
+	if err := unix.Mount("nodev", tracefsDir, "tracefs", 0, ""); err != nil {
+		return fmt.Errorf("mount tracefs at %s: %w", tracefsDir, err)
+	}
+	log.Info("mounted tracefs", "path", tracefsDir)
+	return nil
+}
+
+// Close detaches the program and frees its maps. It interrupts Run.
+func (s *Source) Close() error {
+	var errs []error
+	if s.reader != nil {
+		errs = append(errs, s.reader.Close())
+	}
+	if s.link != nil {
+		errs = append(errs, s.link.Close())
+	}
+	errs = append(errs, s.objs.Close())
+	return errors.Join(errs...)
+}
+
+// Name is the source's name in status reports.
+func (s *Source) Name() string { return "kernel" }
+
+// Run reads the ring buffer and publishes events in batches, and losses as
+// gaps, until ctx is done or the source is closed.
+func (s *Source) Run(ctx context.Context, sink Sink) error {
+	s.refreshClock()
+	var rec ringbuf.Record
+	nextPoll := time.Now().Add(pollInterval)
+	lastPoll := time.Now()
+	s.records.SetDeadline(nextPoll)
+	poll := func() {
+		s.poll(sink)
+		lastPoll = time.Now()
+		nextPoll = lastPoll.Add(pollInterval)
+		s.records.SetDeadline(nextPoll)
+	}
+	defer func() { s.flush(sink); s.poll(sink) }()
+	for {
+		err := s.records.ReadInto(&rec)
+		switch {
+		case err == nil:
+			s.add(rec.RawSample, sink)
+			if len(s.pending) < batchSize && rec.Remaining > 0 {
+				continue
+			}
+			s.flush(sink)
+			if now := time.Now(); !now.Before(nextPoll) || (rec.Remaining == 0 && now.Sub(lastPoll) >= minPollInterval) {
+				poll()
+			}
+			if ctx.Err() != nil {
+				return nil
+			}
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			s.flush(sink)
+			poll()
+			if ctx.Err() != nil {
+				return nil
+			}
+		case errors.Is(err, ringbuf.ErrClosed), errors.Is(err, os.ErrClosed):
+			return nil
+		default:
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+	}
+}
+
+// add decodes a record into the pending batch; a record that cannot be
+// decoded is a lost event.
+func (s *Source) add(raw []byte, sink Sink) {
+	ev, err := s.dec.decode(raw)
+	if err != nil {
+		s.flush(sink) // keep the gap in order
+		sink.PublishGap(pb.GapReason_GAP_REASON_READ_ERROR, 1)
+		s.log.Warn("dropped a ring buffer record", "error", err)
+		return
+	}
+	s.pending = append(s.pending, ev)
+}
+
+func (s *Source) flush(sink Sink) {
+	if len(s.pending) == 0 {
+		return
+	}
+	sink.Publish(s.pending)
+	s.pending = make([]*pb.FileCreatedEvent, 0, batchSize)
+}
+
+// poll publishes the growth of the kernel's loss counters as gaps.
+func (s *Source) poll(sink Sink) {
+	s.refreshClock()
+	now, err := s.readLosses()
+	if err != nil {
+		s.log.Warn("cannot read loss counters", "error", err)
+		return
+	}
+	sink.PublishGap(pb.GapReason_GAP_REASON_RINGBUF_FULL, delta(now.ringbufFull(), s.last.ringbufFull()))
+	sink.PublishGap(pb.GapReason_GAP_REASON_READ_ERROR, delta(now.readErrors, s.last.readErrors))
+	sink.PublishGap(pb.GapReason_GAP_REASON_KPROBE_MISSED, delta(now.kprobeMissed, s.last.kprobeMissed))
+	s.last = now
+	s.status.Store(&now)
+}
+
+// delta tolerates a counter that went backwards (a module reloaded under us)
+// by counting nothing rather than wrapping around.
+func delta(now, before uint64) uint64 {
+	if now < before {
+		return 0
+	}
+	return now - before
+}
+
+func (s *Source) readKernelLosses() (lossCounts, error) {
+	var perCPU []bpfobj.FilewatcherLossCounters
+	if err := s.objs.Losses.Lookup(uint32(0), &perCPU); err != nil {
+		return lossCounts{}, fmt.Errorf("read BPF loss counters: %w", err)
+	}
+	l := lossCounts{ringbufFullPerCPU: make([]uint64, len(perCPU))}
+	for i, c := range perCPU {
+		l.ringbufFullPerCPU[i] = c.RingbufFull
+		l.readErrors += c.ReadErrors
+	}
+	if s.module != nil {
+		missed, err := s.module.KprobeMissed()
+		if err != nil {
+			return lossCounts{}, err
+		}
+		l.kprobeMissed = missed
+	}
+	return l, nil
+}
+
+// refreshClock recomputes the offset from CLOCK_MONOTONIC (bpf_ktime_get_ns)
+// to wall-clock time, following clock adjustments.
+func (s *Source) refreshClock() {
+	var mono, real unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono) != nil || unix.ClockGettime(unix.CLOCK_REALTIME, &real) != nil {
+		return
+	}
+	s.dec.offset = real.Nano() - mono.Nano()
+}
+
+// FillStatus adds the kernel's side to a status report.
+func (s *Source) FillStatus(resp *pb.GetStatusResponse) {
+	resp.Source = s.Name()
+	resp.RingbufSizeBytes = s.ringbufSize
+	if l := s.status.Load(); l != nil {
+		resp.RingbufFullPerCpu = l.ringbufFullPerCPU
+	}
+	if s.module == nil {
+		return
+	}
+	resp.ModuleVersion = s.module.Version()
+	if c, err := s.module.Counters(); err == nil {
+		resp.KprobeMaxactive = uint32(c.MaxActive)
+		resp.ModuleEventsFired = c.EventsFired
+	}
+}

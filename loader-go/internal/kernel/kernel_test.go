@@ -1,0 +1,192 @@
+package kernel
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/filewatcher/filewatcher/loader-go/internal/hub"
+	pb "github.com/filewatcher/filewatcher/proto/filewatcher/v1"
+)
+
+// record encodes a ring-buffer record as the BPF program writes it.
+func record(path []byte, comm string, pid uint32) []byte {
+	b := make([]byte, headerSize+len(path))
+	le := binary.LittleEndian
+	le.PutUint64(b[offKtime:], 123456789)
+	le.PutUint64(b[offCgroupID:], 42)
+	le.PutUint32(b[offPid:], pid)
+	le.PutUint32(b[offTgid:], pid-1)
+	le.PutUint32(b[offUID:], 1000)
+	le.PutUint32(b[offGID:], 100)
+	le.PutUint32(b[offFlags:], 0)
+	le.PutUint32(b[offPathLen:], uint32(len(path)))
+	copy(b[offComm:offComm+commLen], comm)
+	copy(b[headerSize:], path)
+	return b
+}
+
+func TestDecode(t *testing.T) {
+	long := append([]byte("/"), bytes.Repeat([]byte("a"), 4094)...)
+	tests := []struct {
+		name string
+		path []byte
+		comm string
+	}{
+		{"plain", []byte("/tmp/riptides"), "touch"},
+		{"non-UTF-8", []byte("/tmp/\xff\xfe\x80"), "bash"},
+		{"newline and quotes", []byte("/tmp/a\nb\"c'd\\e"), "python3"},
+		{"PATH_MAX - 1 bytes", long, "cp"},
+		{"full comm without NUL", []byte("/x"), "0123456789abcdef"},
+		{"empty path", nil, "x"},
+	}
+	var d decoder
+	d.offset = 1_000_000_000
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := record(tt.path, tt.comm, 77)
+			ev, err := d.decode(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			clear(raw) // the event must not alias the record
+			if !bytes.Equal(ev.Path, tt.path) || string(ev.Comm) != tt.comm {
+				t.Errorf("path %q comm %q, want %q %q", ev.Path, ev.Comm, tt.path, tt.comm)
+			}
+			if ev.KtimeNs != 123456789 || ev.TimeUnixNano != 1_123_456_789 || ev.CgroupId != 42 ||
+				ev.Pid != 77 || ev.Tgid != 76 || ev.Uid != 1000 || ev.Gid != 100 {
+				t.Errorf("event = %v", ev)
+			}
+		})
+	}
+}
+
+func TestDecodeMalformed(t *testing.T) {
+	good := record([]byte("/tmp/x"), "c", 1)
+	tests := []struct {
+		name string
+		raw  []byte
+	}{
+		{"empty", nil},
+		{"short header", good[:headerSize-1]},
+		{"path overruns", good[:len(good)-1]},
+	}
+	var d decoder
+	for _, tt := range tests {
+		if _, err := d.decode(tt.raw); !errors.Is(err, errRecord) {
+			t.Errorf("%s: error = %v", tt.name, err)
+		}
+	}
+}
+
+// fakeRing replays a script of records and errors, as *ringbuf.Reader would
+// return them, then reports itself closed.
+type fakeRing struct {
+	steps []step
+}
+
+type step struct {
+	raw       []byte
+	remaining int
+	err       error
+}
+
+func (f *fakeRing) SetDeadline(time.Time) {}
+
+func (f *fakeRing) ReadInto(rec *ringbuf.Record) error {
+	if len(f.steps) == 0 {
+		return ringbuf.ErrClosed
+	}
+	s := f.steps[0]
+	f.steps = f.steps[1:]
+	if s.err != nil {
+		return s.err
+	}
+	rec.RawSample = append(rec.RawSample[:0], s.raw...)
+	rec.Remaining = s.remaining
+	return nil
+}
+
+// TestRun drives the reader loop with a scripted ring and scripted loss
+// counters into a real hub and checks what a subscriber sees.
+func TestRun(t *testing.T) {
+	var steps []step
+	for i := range 300 { // more than a batch, then the ring drains
+		steps = append(steps, step{raw: record(fmt.Appendf(nil, "/f%d", i), "w", 10), remaining: 299 - i})
+	}
+	steps = append(steps,
+		step{err: os.ErrDeadlineExceeded}, // idle: poll finds 5 + 2 ringbuf-full events lost
+		step{raw: []byte("garbage"), remaining: 1},
+		step{raw: record([]byte("/last"), "w", 11), remaining: 0},
+	)
+	polls := []lossCounts{
+		{ringbufFullPerCPU: []uint64{5, 2}, readErrors: 1, kprobeMissed: 3},
+	}
+	s := &Source{
+		log:     slog.New(slog.DiscardHandler),
+		records: &fakeRing{steps: steps},
+		readLosses: func() (lossCounts, error) {
+			if len(polls) == 0 {
+				return lossCounts{ringbufFullPerCPU: []uint64{5, 2}, readErrors: 1, kprobeMissed: 3}, nil
+			}
+			l := polls[0]
+			polls = polls[1:]
+			return l, nil
+		},
+	}
+	h := hub.New("run", hub.Options{})
+	sub, err := h.Subscribe(hub.SubscribeOptions{MaxEvents: 4096, MaxDelay: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if err := s.Run(context.Background(), h); err != nil {
+		t.Fatal(err)
+	}
+	// 300 events, gaps 301-307 ringbuf, 308 read error (BPF), 309-311 kprobe,
+	// 312 read error (garbage record), event 313.
+	var events []*pb.FileCreatedEvent
+	var gaps []string
+	var msg hub.Message
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for h.LastSequence() != 313 || len(events)+countGaps(gaps) < 313 {
+		if err := sub.Next(ctx, &msg); err != nil {
+			t.Fatalf("after %d events: %v (last sequence %d)", len(events), err, h.LastSequence())
+		}
+		events = append(events, msg.Response.Events...)
+		for _, g := range msg.Response.Gaps {
+			gaps = append(gaps, fmt.Sprintf("%d-%d:%s", g.FirstSequence, g.LastSequence, strings.TrimPrefix(g.Reason.String(), "GAP_REASON_")))
+		}
+	}
+	want := "[301-307:RINGBUF_FULL 308-308:READ_ERROR 309-311:KPROBE_MISSED 312-312:READ_ERROR]"
+	if fmt.Sprint(gaps) != want {
+		t.Errorf("gaps = %v, want %s", gaps, want)
+	}
+	if len(events) != 301 || string(events[0].Path) != "/f0" || string(events[299].Path) != "/f299" || string(events[300].Path) != "/last" {
+		t.Errorf("got %d events", len(events))
+	}
+	var loss pb.LossCounters
+	h.Loss(&loss)
+	if loss.RingbufFull != 7 || loss.ReadErrors != 2 || loss.KprobeMissed != 3 {
+		t.Errorf("loss = %v", &loss)
+	}
+}
+
+func countGaps(gaps []string) int {
+	n := 0
+	for _, g := range gaps {
+		var a, b int
+		fmt.Sscanf(g, "%d-%d", &a, &b)
+		n += b - a + 1
+	}
+	return n
+}
