@@ -51,7 +51,19 @@ if [ "$cmd" = path ]; then
 	exit 0
 fi
 [ "$cmd" = fetch ] || die "unknown command '$cmd'"
+# The headers' top Makefile includes its -common tree by an absolute
+# /usr/src path, which is the host's, not ours: point it into the cache.
+# Idempotent, and run on every fetch so caches made before this fix heal.
+fix_headers() {
+	local mk=$dir/build/Makefile common
+	common=$(sed -nE 's|^include /usr/src/(linux-headers-[^/]*-common)/Makefile$|\1|p' "$mk")
+	[ -n "$common" ] || return 0
+	[ -f "$dir/root/usr/src/$common/Makefile" ] || die "headers need $common, which is not in $dir/root/usr/src"
+	sed -i -E "s|^include /usr/src/linux-headers-[^/]*-common/Makefile\$|include $(cd "$dir/root/usr/src/$common" && pwd)/Makefile|" "$mk"
+}
+
 if [ -f "$dir/.complete" ]; then
+	fix_headers
 	echo "$dir"
 	exit 0
 fi
@@ -176,6 +188,7 @@ echo "$release" >"$dir/release"
 [ -f "$dir/vmlinuz" ] || die "no kernel image in $image"
 [ -f "$dir/build/Makefile" ] || die "no headers tree in $headers"
 [ -x "$dir/busybox" ] || die "no busybox in busybox-static:$arch"
+fix_headers
 rm -rf "$dl"
 touch "$dir/.complete"
 echo "$dir"

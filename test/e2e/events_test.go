@@ -1,0 +1,238 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	fwv1 "github.com/filewatcher/filewatcher/proto/filewatcher/v1"
+	"github.com/filewatcher/filewatcher/test/vm/agent/vmagent"
+)
+
+// Odd file names that must arrive byte for byte.
+var oddNames = []string{
+	"with space",
+	"new\nline",
+	"trailing-newline\n",
+	`double"quote`,
+	"single'quote",
+	`back\slash`,
+	"tab\tname",
+	"\x01control\x7f",
+	"non-utf8-\xff\xfe\x80",
+	"utf8-é-ü-日本",
+	"-leading-dash",
+	"%s%n%x",
+}
+
+// TestKernelEvents boots each kernel with the loader, subscribes from the
+// host and checks the exact events of a scripted set of file operations.
+func TestKernelEvents(t *testing.T) {
+	forEachKernel(t, func(t *testing.T, kernel string) {
+		g := bootGuest(t, kernel)
+		t.Run("vm.sh exec", func(t *testing.T) { testVMExec(t, g) })
+		var runID string
+		t.Run("events", func(t *testing.T) { runID = testEvents(t, g) })
+		t.Run("ftrace", func(t *testing.T) { testFtrace(t, g) })
+		t.Run("status", func(t *testing.T) { testStatus(t, g, runID) })
+	})
+}
+
+// scenario is one run of the scripted operations in a fresh directory.
+type scenario struct {
+	g       *guest
+	dir     string // under /tmp (tmpfs)
+	rootDir string // on the initramfs root
+	// long4000 and long4095 are absolute paths of exactly that many bytes
+	// (4095 is the longest open(2) takes); deepDir is a directory whose path
+	// leaves no room under PATH_MAX for a 200-byte name.
+	long4000, long4095, deepDir string
+	// oddComm is a symlink to fwopen whose name (so the comm of a process
+	// started through it) is not UTF-8.
+	oddComm string
+	want    []event
+}
+
+func newScenario(g *guest) *scenario {
+	id := make([]byte, 6)
+	rand.Read(id)
+	tag := hex.EncodeToString(id)
+	s := &scenario{g: g, dir: "/tmp/fw-e2e-" + tag, rootDir: "/srv/fw-e2e-" + tag}
+	s.long4000 = longPath(s.dir+"/long-a", 4000)
+	s.long4095 = longPath(s.dir+"/long-b", 4095)
+	s.deepDir = longPath(s.dir+"/deep", 4000)
+	s.oddComm = s.dir + "/op\xffen"
+	return s
+}
+
+// longPath returns a path of exactly total bytes under base: directories of
+// 200 bytes, then a last name of at most 255 (NAME_MAX).
+func longPath(base string, total int) string {
+	p := base
+	for total-len(p)-1 > 255 {
+		p += "/" + strings.Repeat("d", min(200, total-len(p)-3))
+	}
+	return p + "/" + strings.Repeat("f", total-len(p)-1)
+}
+
+// setup makes the directories; none of this creates a file.
+func (s *scenario) setup(t *testing.T) {
+	d := s.dir
+	s.g.run(t, 0, argv("mkdir", "-p", d+"/sub", d+"/private", s.rootDir,
+		path.Dir(s.long4000), path.Dir(s.long4095), s.deepDir))
+	s.g.run(t, 0, argv("chmod", "1777", d))
+	s.g.run(t, 0, argv("ln", "-s", "/usr/local/bin/fwopen", s.oddComm))
+}
+
+// creates creates files, each exactly once, and records the events they must
+// give: the absolute path and the creating process's identity.
+func (s *scenario) creates(t *testing.T) {
+	d := s.dir
+	s.create(t, d+"/plain", "touch", argv("touch", d+"/plain"))
+	s.create(t, d+"/relative", "touch", vmagent.Request{Argv: vmagent.Args("touch", "relative"), Dir: []byte(d)})
+	s.create(t, d+"/dotdot", "touch", vmagent.Request{Argv: vmagent.Args("touch", "sub/../dotdot"), Dir: []byte(d)})
+	s.create(t, d+"/excl-new", "fwopen", argv("fwopen", "-excl", d+"/excl-new"))
+	s.createOnThread(t, d+"/from-thread")
+	s.create(t, d+"/redirect", "sh", argv("sh", "-c", `echo hi > "$1"`, "sh", d+"/redirect"))
+	for _, name := range oddNames {
+		s.create(t, d+"/"+name, "touch", argv("touch", d+"/"+name))
+	}
+	s.create(t, s.rootDir+"/on-rootfs", "touch", argv("touch", s.rootDir+"/on-rootfs"))
+	s.create(t, s.long4000, "touch", argv("touch", s.long4000))
+	s.create(t, s.long4095, "touch", argv("touch", s.long4095))
+	s.create(t, d+"/owned", "touch", vmagent.Request{Argv: vmagent.Args("touch", d+"/owned"), UID: u32(1234), GID: u32(4321)})
+	s.create(t, d+"/weird-comm", "op\xffen", argv(s.oddComm, "-creat", d+"/weird-comm"))
+	// Too long to resolve: the event still fires, with the bare name, flagged.
+	name200 := strings.Repeat("n", 200)
+	s.create(t, name200, "touch", vmagent.Request{Argv: vmagent.Args("touch", name200), Dir: []byte(s.deepDir)})
+	s.want[len(s.want)-1].flags = uint32(fwv1.EventFlag_EVENT_FLAG_PATH_UNRESOLVED)
+}
+
+// nonCreates opens with O_CREAT without creating, fails to create, or
+// creates something that is not a file: none of it may give an event.
+func (s *scenario) nonCreates(t *testing.T) {
+	d := s.dir
+	s.none(t, 0, argv("touch", d+"/plain"))
+	s.none(t, 0, argv("sh", "-c", `: >> "$1"`, "sh", d+"/plain"))
+	s.none(t, 0, argv("fwopen", "-creat", d+"/plain"))
+	s.none(t, 0, argv("fwopen", "-creat", "-trunc", d+"/plain"))
+	// EEXIST, ENOENT, EACCES:
+	s.none(t, 17, argv("fwopen", "-excl", d+"/plain"))
+	s.none(t, 2, argv("fwopen", "-creat", d+"/missing/file"))
+	s.none(t, 13, vmagent.Request{Argv: vmagent.Args("fwopen", "-creat", d+"/private/denied"), UID: u32(1234), GID: u32(4321)})
+	s.none(t, 0, argv("mkdir", d+"/a-directory"))
+}
+
+// create runs req, which must succeed, and expects one event for file from
+// the process it started (uid and gid from req, comm as given).
+func (s *scenario) create(t *testing.T, file, comm string, req vmagent.Request) {
+	t.Helper()
+	resp := s.g.run(t, 0, req)
+	e := event{path: []byte(file), pid: uint32(resp.PID), tgid: uint32(resp.PID), comm: []byte(comm)}
+	if req.UID != nil {
+		e.uid = *req.UID
+	}
+	if req.GID != nil {
+		e.gid = *req.GID
+	}
+	s.want = append(s.want, e)
+}
+
+// none runs req, which must exit with wantExit and create nothing.
+func (s *scenario) none(t *testing.T, wantExit int, req vmagent.Request) {
+	t.Helper()
+	s.g.run(t, wantExit, req)
+}
+
+func argv(a ...string) vmagent.Request { return vmagent.Request{Argv: vmagent.Args(a...)} }
+
+func u32(v uint32) *uint32 { return &v }
+
+// testEvents runs the scenario under two subscriptions, one unfiltered and
+// one filtered by path prefix, and returns the loader's run id.
+func testEvents(t *testing.T, g *guest) string {
+	s := newScenario(g)
+	s.setup(t)
+	all := subscribe(t, g.client, &fwv1.SubscribeRequest{})
+	filtered := subscribe(t, g.client, &fwv1.SubscribeRequest{
+		Filter: &fwv1.Filter{PathPrefixes: [][]byte{[]byte(s.dir + "/"), []byte(s.rootDir + "/")}},
+	})
+	syncPath := s.sync(t, all, filtered)
+	s.creates(t)
+	s.nonCreates(t)
+	endPath := s.dir + "/end"
+	s.create(t, endPath, "touch", argv("touch", endPath))
+	for _, sub := range []*subscription{all, filtered} {
+		if sub.waitPath([]byte(endPath), time.Minute) < 0 {
+			_, _, err := sub.snapshot()
+			t.Fatalf("no event for %s within a minute (stream error: %v)", endPath, err)
+		}
+	}
+
+	t.Run("unfiltered stream is exact", func(t *testing.T) {
+		got := after(t, all, syncPath)
+		assertEvents(t, summarize(got), s.want)
+		assertDense(t, all)
+		assertEventTimes(t, got)
+	})
+	t.Run("prefix filter", func(t *testing.T) {
+		var want []event
+		for _, e := range s.want {
+			if e.flags == 0 {
+				want = append(want, e)
+			}
+		}
+		assertEvents(t, summarize(after(t, filtered, syncPath)), want)
+		if filtered.filteredCount() == 0 {
+			t.Errorf("filtered_count is 0, but the unresolved event is outside the prefixes")
+		}
+	})
+	ids := all.runIDList()
+	if len(ids) != 1 {
+		t.Fatalf("run ids on one stream: %q, want exactly one", ids)
+	}
+	return ids[0]
+}
+
+// createOnThread makes fwopen create path from a second thread: pid is that
+// thread's id, tgid the process's.
+func (s *scenario) createOnThread(t *testing.T, file string) {
+	t.Helper()
+	resp := s.g.run(t, 0, argv("fwopen", "-creat", "-thread", file))
+	tid, err := strconv.Atoi(strings.TrimPrefix(strings.TrimSpace(string(resp.Stdout)), "tid "))
+	if err != nil || tid == resp.PID {
+		t.Fatalf("fwopen -thread printed %q (process %d): want another thread's id", resp.Stdout, resp.PID)
+	}
+	s.want = append(s.want, event{path: []byte(file), pid: uint32(tid), tgid: uint32(resp.PID), comm: []byte("fwopen")})
+}
+
+// sync creates marker files until every subscription has seen one, so that
+// everything created afterwards is known to reach all of them. It returns the
+// marker's path.
+func (s *scenario) sync(t *testing.T, subs ...*subscription) string {
+	t.Helper()
+	for i := 1; i <= 20; i++ {
+		p := fmt.Sprintf("%s/sync-%d", s.dir, i)
+		s.g.run(t, 0, argv("touch", p))
+		ok := true
+		for _, sub := range subs {
+			ok = ok && sub.waitPath([]byte(p), 3*time.Second) >= 0
+		}
+		if ok {
+			return p
+		}
+	}
+	for _, sub := range subs {
+		events, gaps, err := sub.snapshot()
+		t.Logf("subscription: %d events, %d gaps, error %v", len(events), len(gaps), err)
+	}
+	t.Fatalf("subscriptions never saw a marker file in %s", s.dir)
+	return ""
+}

@@ -1,0 +1,100 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// Set up by TestMain.
+var (
+	// repoRoot is the repository's top directory.
+	repoRoot string
+	// fwopenBin is test/e2e/fwopen built for the guest.
+	fwopenBin string
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: find the repository: %v\n", err)
+		return 1
+	}
+	repoRoot = root
+	tmp, err := os.MkdirTemp("", "filewatcher-e2e-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		return 1
+	}
+	defer os.RemoveAll(tmp)
+	fwopenBin = filepath.Join(tmp, "fwopen")
+	build := exec.Command("go", "build", "-trimpath", "-o", fwopenBin, "./test/e2e/fwopen")
+	build.Dir = repoRoot
+	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOARCH="+guestArch())
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: build fwopen: %v\n%s", err, out)
+		return 1
+	}
+	stop := downOnSignal()
+	defer stop()
+	return m.Run()
+}
+
+// running holds the names of the VMs this process has up, so that an
+// interrupted run still stops them (t.Cleanup does not run then).
+var running sync.Map
+
+// downOnSignal stops every running VM when SIGINT or SIGTERM arrives, then
+// exits. The returned function stops listening.
+func downOnSignal() func() {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		sig, ok := <-sigs
+		if !ok {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "e2e: %v: stopping the VMs\n", sig)
+		running.Range(func(name, _ any) bool {
+			vmsh("down", "--name", name.(string)).Run()
+			return true
+		})
+		os.Exit(1)
+	}()
+	return func() { signal.Stop(sigs); close(sigs) }
+}
+
+// kernels are the guest kernel series to test, from FILEWATCHER_E2E_KERNELS.
+func kernels() []string {
+	if v := strings.Fields(os.Getenv("FILEWATCHER_E2E_KERNELS")); len(v) > 0 {
+		return v
+	}
+	return []string{"6.1", "6.12"}
+}
+
+// guestArch is the guests' architecture, from FILEWATCHER_E2E_ARCH.
+func guestArch() string {
+	if v := os.Getenv("FILEWATCHER_E2E_ARCH"); v != "" {
+		return v
+	}
+	return "amd64"
+}
+
+// forEachKernel runs f as a subtest per kernel, each with its own VM.
+func forEachKernel(t *testing.T, f func(t *testing.T, kernel string)) {
+	for _, k := range kernels() {
+		t.Run(guestArch()+"/"+k, func(t *testing.T) { f(t, k) })
+	}
+}

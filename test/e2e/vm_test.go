@@ -1,0 +1,159 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	fwv1 "github.com/filewatcher/filewatcher/proto/filewatcher/v1"
+	"github.com/filewatcher/filewatcher/test/vm/agent/vmagent"
+)
+
+// vmTTL bounds a VM's life even if the test binary dies without cleaning up
+// (a go test -timeout panic or SIGKILL skips t.Cleanup). A kernel's tests
+// take a minute or two.
+const vmTTL = 20 * time.Minute
+
+// guest is a VM booted by test/vm/vm.sh for one test.
+type guest struct {
+	name    string
+	kernel  string
+	release string
+	agent   vmagent.Client
+	// client is a gRPC client of the loader (nil with --no-loader).
+	client fwv1.EventServiceClient
+}
+
+// bootGuest boots a VM with vm.sh up and stops it when t ends. fwopen is in
+// the guest's PATH. extra goes to vm.sh up (for example --no-loader).
+func bootGuest(t *testing.T, kernel string, extra ...string) *guest {
+	t.Helper()
+	name := fmt.Sprintf("e2e-%s-%s-%d", guestArch(), strings.ReplaceAll(kernel, ".", "_"), os.Getpid())
+	if len(extra) > 0 {
+		name += "-" + strings.Trim(strings.Join(extra, "_"), "-")
+	}
+	args := append([]string{"up", "--kernel", kernel, "--arch", guestArch(), "--name", name,
+		"--ttl", fmt.Sprint(int(vmTTL.Seconds())), "--add", fwopenBin + ":/usr/local/bin/fwopen"}, extra...)
+	start := time.Now()
+	var stdout, stderr bytes.Buffer
+	up := vmsh(args...)
+	up.Stdout, up.Stderr = &stdout, &stderr
+	// Registered before starting: a half-started VM is stopped too.
+	running.Store(name, true)
+	t.Cleanup(func() {
+		stopGuest(t, name)
+		running.Delete(name)
+	})
+	if err := up.Run(); err != nil {
+		t.Fatalf("vm.sh %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	t.Logf("kernel %s up in %.1fs\n%s", kernel, time.Since(start).Seconds(), stderr.String())
+	g := &guest{name: name, kernel: kernel, agent: vmagent.Client{Addr: vmshOutput(t, "addr", "--name", name, "--agent")}}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rel, err := g.agent.Ping(ctx)
+	if err != nil {
+		t.Fatalf("ping the guest agent: %v", err)
+	}
+	g.release = rel
+	if !contains(extra, "--no-loader") {
+		addr := strings.TrimSpace(stdout.String())
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatalf("grpc client for %s: %v", addr, err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		g.client = fwv1.NewEventServiceClient(conn)
+	}
+	return g
+}
+
+// stopGuest shows the guest's logs when the test failed, then stops it.
+func stopGuest(t *testing.T, name string) {
+	if t.Failed() {
+		logs, _ := vmsh("logs", "--name", name).CombinedOutput()
+		t.Logf("vm.sh logs --name %s:\n%s", name, tail(logs, 120))
+	}
+	if out, err := vmsh("down", "--name", name).CombinedOutput(); err != nil {
+		t.Errorf("vm.sh down --name %s: %v\n%s", name, err, out)
+		return
+	}
+	if !t.Failed() {
+		os.RemoveAll(filepath.Join(cacheDir(), "vm", name))
+	}
+}
+
+// run executes argv in the guest and fails the test if it cannot be run or
+// exits with another status than want.
+func (g *guest) run(t *testing.T, want int, req vmagent.Request) vmagent.Response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	resp, err := g.agent.Exec(ctx, req)
+	if err != nil {
+		t.Fatalf("guest exec %q: %v", req.Argv, err)
+	}
+	if resp.ExitCode != want {
+		t.Fatalf("guest exec %q: exit %d, want %d\nstdout: %s\nstderr: %s", req.Argv, resp.ExitCode, want, resp.Stdout, resp.Stderr)
+	}
+	return resp
+}
+
+// sh runs a busybox shell script in the guest and returns its stdout; it must
+// exit 0.
+func (g *guest) sh(t *testing.T, script string) []byte {
+	t.Helper()
+	return g.run(t, 0, vmagent.Request{Argv: vmagent.Args("sh", "-c", script)}).Stdout
+}
+
+// vmsh is a vm.sh command, in the same cache as the test's VMs.
+func vmsh(args ...string) *exec.Cmd {
+	cmd := exec.Command(filepath.Join(repoRoot, "test/vm/vm.sh"), args...)
+	cmd.Dir = repoRoot
+	return cmd
+}
+
+func vmshOutput(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := vmsh(args...).Output()
+	if err != nil {
+		t.Fatalf("vm.sh %s: %v", strings.Join(args, " "), err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func cacheDir() string {
+	if v := os.Getenv("FILEWATCHER_CACHE"); v != "" {
+		return v
+	}
+	return filepath.Join(repoRoot, ".cache")
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+// tail keeps the last n lines of b.
+func tail(b []byte, n int) []byte {
+	lines := bytes.SplitAfter(b, []byte("\n"))
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return bytes.Join(lines, nil)
+}
