@@ -1,0 +1,315 @@
+import { parseArgs } from 'node:util';
+import { parseListenAddress, parseLoaderAddress } from './address';
+import type { LoaderAddress, ListenAddress } from './address';
+import type { PathLabelMode } from './labels';
+import type { LogFormat, LogLevel } from './log';
+
+/** OverflowPolicyName is the loader's per-subscriber overflow policy, as a flag value. */
+export type OverflowPolicyName = 'drop-oldest' | 'drop-newest' | 'close';
+
+/** Config is the exporter's whole configuration, after defaults, environment and flags. */
+export interface Config {
+  loader: LoaderAddress;
+  listen: ListenAddress;
+  metricsPath: string;
+  pathLabel: PathLabelMode;
+  pathDepth: number;
+  nameLabel: boolean;
+  maxSeries: number;
+  batchSize: number;
+  batchDelayMs: number;
+  overflowPolicy: OverflowPolicyName;
+  stallTimeoutMs: number;
+  statusIntervalMs: number;
+  reconnectInitialDelayMs: number;
+  reconnectMaxDelayMs: number;
+  logLevel: LogLevel;
+  logFormat: LogFormat;
+}
+
+interface OptionSpec {
+  flag: string;
+  env: string;
+  default: string;
+  arg: string;
+  help: string;
+}
+
+/**
+ * OPTIONS is the single table of settings: flag, environment variable,
+ * default and help text. --help and the README are written from it.
+ */
+export const OPTIONS: readonly OptionSpec[] = [
+  {
+    flag: 'loader',
+    env: 'FILEWATCHER_EXPORTER_LOADER',
+    default: 'unix:///run/filewatcher/loader.sock',
+    arg: 'ADDRESS',
+    help: "the loader's gRPC address: unix:///absolute/path or host:port",
+  },
+  {
+    flag: 'listen',
+    env: 'FILEWATCHER_EXPORTER_LISTEN',
+    default: '127.0.0.1:8080',
+    arg: 'HOST:PORT',
+    help: 'where to serve /metrics, /healthz and /readyz; loopback only by default, :8080 or 0.0.0.0:8080 for every interface',
+  },
+  {
+    flag: 'metrics-path',
+    env: 'FILEWATCHER_EXPORTER_METRICS_PATH',
+    default: '/metrics',
+    arg: 'PATH',
+    help: 'HTTP path of the Prometheus exposition',
+  },
+  {
+    flag: 'path-label',
+    env: 'FILEWATCHER_EXPORTER_PATH_LABEL',
+    default: 'full',
+    arg: 'full|depth|none',
+    help: 'the path label: the whole directory, its first --path-depth components, or no path label',
+  },
+  {
+    flag: 'path-depth',
+    env: 'FILEWATCHER_EXPORTER_PATH_DEPTH',
+    default: '3',
+    arg: 'N',
+    help: 'directory components kept by --path-label depth (/a/b/c/d at 2 is /a/b)',
+  },
+  {
+    flag: 'name-label',
+    env: 'FILEWATCHER_EXPORTER_NAME_LABEL',
+    default: 'true',
+    arg: 'true|false',
+    help: "whether file_created_total has the name label (the file's base name)",
+  },
+  {
+    flag: 'max-series',
+    env: 'FILEWATCHER_EXPORTER_MAX_SERIES',
+    default: '10000',
+    arg: 'N',
+    help: 'hard cap on distinct label sets of file_created_total; later ones are counted in the otel_metric_overflow="true" series',
+  },
+  {
+    flag: 'batch-size',
+    env: 'FILEWATCHER_EXPORTER_BATCH_SIZE',
+    default: '1024',
+    arg: 'N',
+    help: 'events per message asked of the loader (1-4096)',
+  },
+  {
+    flag: 'batch-delay',
+    env: 'FILEWATCHER_EXPORTER_BATCH_DELAY',
+    default: '20ms',
+    arg: 'DURATION',
+    help: 'how long the loader may hold a partial batch',
+  },
+  {
+    flag: 'overflow-policy',
+    env: 'FILEWATCHER_EXPORTER_OVERFLOW_POLICY',
+    default: 'drop-newest',
+    arg: 'drop-oldest|drop-newest|close',
+    help: 'what the loader does when this exporter falls behind (drops are reported as gaps and counted)',
+  },
+  {
+    flag: 'stall-timeout',
+    env: 'FILEWATCHER_EXPORTER_STALL_TIMEOUT',
+    default: '30s',
+    arg: 'DURATION',
+    help: 'silence after which the loader is asked for its status; a stream behind it (or no answer) is a stall: reconnect',
+  },
+  {
+    flag: 'status-interval',
+    env: 'FILEWATCHER_EXPORTER_STATUS_INTERVAL',
+    default: '15s',
+    arg: 'DURATION',
+    help: "how often the loader's status (versions, per-CPU ring buffer losses, subscribers) is refreshed",
+  },
+  {
+    flag: 'reconnect-initial-delay',
+    env: 'FILEWATCHER_EXPORTER_RECONNECT_INITIAL_DELAY',
+    default: '500ms',
+    arg: 'DURATION',
+    help: 'first delay before reconnecting; it doubles per failed attempt, with ±20% jitter',
+  },
+  {
+    flag: 'reconnect-max-delay',
+    env: 'FILEWATCHER_EXPORTER_RECONNECT_MAX_DELAY',
+    default: '30s',
+    arg: 'DURATION',
+    help: 'largest delay between reconnection attempts',
+  },
+  {
+    flag: 'log-level',
+    env: 'FILEWATCHER_EXPORTER_LOG_LEVEL',
+    default: 'info',
+    arg: 'debug|info|warn|error',
+    help: 'least important log lines written',
+  },
+  {
+    flag: 'log-format',
+    env: 'FILEWATCHER_EXPORTER_LOG_FORMAT',
+    default: 'text',
+    arg: 'text|json',
+    help: 'log lines as logfmt or JSON, on stderr',
+  },
+];
+
+/** ParseResult is either a configuration to run with, or text to print and exit. */
+export type ParseResult = { config: Config } | { exit: { code: number; text: string } };
+
+/**
+ * parseConfig reads flags (argv, without node and the script) over
+ * environment variables over defaults. Errors name the flag or variable at fault.
+ */
+export function parseConfig(
+  argv: readonly string[],
+  env: NodeJS.ProcessEnv,
+  version = '',
+): ParseResult {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: [...argv],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean' },
+        ...Object.fromEntries(OPTIONS.map((o) => [o.flag, { type: 'string' as const }])),
+      },
+    });
+  } catch (err) {
+    return { exit: { code: 2, text: `${(err as Error).message}\nRun with --help for usage.\n` } };
+  }
+  if (parsed.values.help === true) return { exit: { code: 0, text: usage() } };
+  if (parsed.values.version === true) return { exit: { code: 0, text: `${version}\n` } };
+
+  const values = parsed.values as Record<string, string | undefined>;
+  try {
+    const get = (flag: string): Setting => {
+      const spec = OPTIONS.find((o) => o.flag === flag);
+      if (spec === undefined) throw new Error(`internal: no option ${flag}`);
+      const fromFlag = values[flag];
+      if (fromFlag !== undefined) return new Setting(`--${flag}`, fromFlag);
+      const fromEnv = env[spec.env];
+      if (fromEnv !== undefined && fromEnv !== '') return new Setting(spec.env, fromEnv);
+      return new Setting(`--${flag} default`, spec.default);
+    };
+    const config: Config = {
+      loader: get('loader').map(parseLoaderAddress),
+      listen: get('listen').map(parseListenAddress),
+      metricsPath: get('metrics-path').map((v) => {
+        if (!v.startsWith('/')) throw new Error('must start with /');
+        return v;
+      }),
+      pathLabel: get('path-label').oneOf(['full', 'depth', 'none'] as const),
+      pathDepth: get('path-depth').integer(1, 4096),
+      nameLabel: get('name-label').boolean(),
+      maxSeries: get('max-series').integer(1, 10_000_000),
+      batchSize: get('batch-size').integer(1, 4096),
+      batchDelayMs: get('batch-delay').duration(1, 60_000),
+      overflowPolicy: get('overflow-policy').oneOf([
+        'drop-oldest',
+        'drop-newest',
+        'close',
+      ] as const),
+      stallTimeoutMs: get('stall-timeout').duration(1_000, 3_600_000),
+      statusIntervalMs: get('status-interval').duration(100, 3_600_000),
+      reconnectInitialDelayMs: get('reconnect-initial-delay').duration(1, 3_600_000),
+      reconnectMaxDelayMs: get('reconnect-max-delay').duration(1, 3_600_000),
+      logLevel: get('log-level').oneOf(['debug', 'info', 'warn', 'error'] as const),
+      logFormat: get('log-format').oneOf(['text', 'json'] as const),
+    };
+    if (config.reconnectMaxDelayMs < config.reconnectInitialDelayMs) {
+      throw new Error('--reconnect-max-delay must not be shorter than --reconnect-initial-delay');
+    }
+    return { config };
+  } catch (err) {
+    return { exit: { code: 2, text: `${(err as Error).message}\nRun with --help for usage.\n` } };
+  }
+}
+
+/** Setting is one raw value and where it came from, for error messages. */
+class Setting {
+  constructor(
+    private readonly source: string,
+    private readonly raw: string,
+  ) {}
+
+  map<T>(parse: (raw: string) => T): T {
+    try {
+      return parse(this.raw);
+    } catch (err) {
+      throw new Error(`${this.source}=${JSON.stringify(this.raw)}: ${(err as Error).message}`);
+    }
+  }
+
+  oneOf<T extends string>(choices: readonly T[]): T {
+    return this.map((v) => {
+      if (!(choices as readonly string[]).includes(v))
+        throw new Error(`must be one of ${choices.join(', ')}`);
+      return v as T;
+    });
+  }
+
+  integer(min: number, max: number): number {
+    return this.map((v) => {
+      if (!/^\d+$/.test(v) || Number(v) < min || Number(v) > max) {
+        throw new Error(`must be an integer from ${min} to ${max}`);
+      }
+      return Number(v);
+    });
+  }
+
+  boolean(): boolean {
+    return this.map((v) => {
+      if (['true', '1', 'yes', 'on'].includes(v)) return true;
+      if (['false', '0', 'no', 'off'].includes(v)) return false;
+      throw new Error('must be true or false');
+    });
+  }
+
+  duration(minMs: number, maxMs: number): number {
+    return this.map((v) => {
+      const ms = parseDuration(v);
+      if (ms < minMs || ms > maxMs) throw new Error(`must be from ${minMs}ms to ${maxMs}ms`);
+      return ms;
+    });
+  }
+}
+
+const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/** parseDuration reads "250ms", "1.5s", "2m", "1h" (Go-style, one unit) into milliseconds. */
+export function parseDuration(text: string): number {
+  const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(text);
+  if (match === null) throw new Error('must be a duration such as 500ms, 30s or 2m');
+  return Math.round(Number(match[1]) * UNITS[match[2]]);
+}
+
+/** usage is the --help text. */
+export function usage(): string {
+  const lines = [
+    'Usage: filewatcher-exporter [options]',
+    '',
+    "Subscribes to filewatcher-loader's event stream and serves the file_created_total",
+    'counter (labels path and name) and its own health as Prometheus metrics.',
+    '',
+    'Options (each also settable by the environment variable shown; flags win):',
+  ];
+  for (const o of OPTIONS) {
+    lines.push(
+      `  --${o.flag} ${o.arg}`,
+      `      ${o.help}`,
+      `      env ${o.env}, default ${o.default}`,
+    );
+  }
+  lines.push(
+    '  -h, --help',
+    '      print this help and exit',
+    '  --version',
+    '      print the version and exit',
+    '',
+  );
+  return lines.join('\n');
+}

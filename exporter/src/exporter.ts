@@ -1,0 +1,198 @@
+import type http from 'node:http';
+import type { Attributes, ObservableResult } from '@opentelemetry/api';
+import type { Config } from './config';
+import { boundAddress, closeHttpServer, startHttpServer } from './http';
+import { LabelMapper } from './labels';
+import type { Logger } from './log';
+import { FILE_CREATED, createStreamMetrics, createTelemetry } from './metrics';
+import type { Telemetry } from './metrics';
+import { SeriesTable } from './series';
+import { LoaderStream } from './stream';
+
+/**
+ * Exporter is the whole service: the loader stream feeding the series table,
+ * the OpenTelemetry pipeline, and the HTTP server. main.ts runs one; tests
+ * and benchmarks run as many as they like, on port 0.
+ */
+export class Exporter {
+  private constructor(
+    readonly stream: LoaderStream,
+    readonly series: SeriesTable,
+    private readonly telemetry: Telemetry,
+    private readonly server: http.Server,
+    private readonly log: Logger,
+  ) {}
+
+  /** start builds everything, starts listening and begins subscribing. */
+  static async start(config: Config, log: Logger, version = ''): Promise<Exporter> {
+    const telemetry = createTelemetry(config.maxSeries, version);
+    const { meter } = telemetry;
+    const mapper = new LabelMapper({
+      pathLabel: config.pathLabel,
+      pathDepth: config.pathDepth,
+      nameLabel: config.nameLabel,
+    });
+    const series = new SeriesTable(mapper, config.maxSeries);
+    const filesCreated = meter.createCounter(FILE_CREATED, {
+      description: 'Number of files created',
+    });
+    const stream = new LoaderStream({
+      target: config.loader.target,
+      batchSize: config.batchSize,
+      batchDelayMs: config.batchDelayMs,
+      overflowPolicy: config.overflowPolicy,
+      stallTimeoutMs: config.stallTimeoutMs,
+      statusIntervalMs: config.statusIntervalMs,
+      backoff: { initialMs: config.reconnectInitialDelayMs, maxMs: config.reconnectMaxDelayMs },
+      log,
+      metrics: createStreamMetrics(meter),
+      onEvents: (events) => {
+        for (const event of events) series.record(event.path, event.flags);
+      },
+    });
+    registerObservables(telemetry, stream, series);
+
+    const add = (value: number, attributes: Attributes): void =>
+      filesCreated.add(value, attributes);
+    const server = await startHttpServer(config.listen, {
+      metricsPath: config.metricsPath,
+      metrics: (req, res) => {
+        // Counts are aggregated in the series table and handed to the
+        // counter once per series, just before each collection.
+        series.flush(add);
+        telemetry.prometheus.getMetricsRequestHandler(req, res);
+      },
+      notReadyReason: () => (stream.ready ? undefined : `loader stream ${stream.state}`),
+    });
+    const exporter = new Exporter(stream, series, telemetry, server, log);
+    const { host, port } = exporter.address;
+    log.info('ready', {
+      listen: `${host.includes(':') ? `[${host}]` : host}:${port}`,
+      metrics_path: config.metricsPath,
+      loader: config.loader.target,
+      path_label: config.pathLabel === 'depth' ? `depth:${config.pathDepth}` : config.pathLabel,
+      name_label: config.nameLabel,
+      max_series: config.maxSeries,
+    });
+    stream.start();
+    return exporter;
+  }
+
+  /** address is where the HTTP server listens. */
+  get address(): { host: string; port: number } {
+    return boundAddress(this.server);
+  }
+
+  /** stop unsubscribes, finishes in-flight scrapes and shuts the pipeline down. */
+  async stop(): Promise<void> {
+    this.stream.stop();
+    await closeHttpServer(this.server);
+    await this.telemetry.provider.shutdown();
+    this.log.info('stopped');
+  }
+}
+
+/** registerObservables exports state that is read rather than counted: gauges and the loader's status. */
+function registerObservables(
+  telemetry: Telemetry,
+  stream: LoaderStream,
+  series: SeriesTable,
+): void {
+  const { meter } = telemetry;
+  const gauge = (name: string, description: string, read: (r: ObservableResult) => void): void =>
+    meter.createObservableGauge(name, { description }).addCallback(read);
+  const counter = (name: string, description: string, read: (r: ObservableResult) => void): void =>
+    meter.createObservableCounter(name, { description }).addCallback(read);
+
+  gauge('filewatcher_exporter_stream_connected', '1 while subscribed to the loader, else 0.', (r) =>
+    r.observe(stream.ready ? 1 : 0),
+  );
+  gauge(
+    'filewatcher_exporter_series',
+    'Distinct label sets of file_created_total (overflow series not included).',
+    (r) => r.observe(series.size),
+  );
+  gauge(
+    'filewatcher_exporter_series_limit',
+    'The cap on distinct label sets of file_created_total (--max-series).',
+    (r) => r.observe(series.limit),
+  );
+  counter(
+    'filewatcher_exporter_overflow_events_total',
+    'Events counted in the otel_metric_overflow="true" series of file_created_total because the series cap was reached.',
+    (r) => r.observe(series.overflowEvents),
+  );
+
+  // The loader's status, as last reported by GetStatus. These counters are
+  // the loader's own and restart from zero with each loader run.
+  const status =
+    (read: (s: NonNullable<LoaderStream['status']>, r: ObservableResult) => void) =>
+    (r: ObservableResult): void => {
+      const s = stream.status;
+      if (s !== undefined) read(s, r);
+    };
+  gauge(
+    'filewatcher_loader_info',
+    "The loader's versions and event source, as labels; always 1.",
+    status((s, r) =>
+      r.observe(1, {
+        loader_version: s.loader_version,
+        module_version: s.module_version,
+        kernel_release: s.kernel_release,
+        source: s.source,
+      }),
+    ),
+  );
+  gauge(
+    'filewatcher_loader_last_sequence',
+    'Last sequence number the loader assigned in its current run.',
+    status((s, r) => r.observe(s.last_sequence)),
+  );
+  counter(
+    'filewatcher_loader_module_events_fired_total',
+    "Events the kernel module fired in the loader's current run.",
+    status((s, r) => r.observe(s.module_events_fired)),
+  );
+  counter(
+    'filewatcher_loader_ringbuf_full_per_cpu_total',
+    "Ring buffer full events per CPU in the loader's current run.",
+    status((s, r) =>
+      s.ringbuf_full_per_cpu.forEach((n, cpu) => r.observe(n, { cpu: String(cpu) })),
+    ),
+  );
+  gauge(
+    'filewatcher_loader_kprobe_maxactive',
+    'maxactive of the kretprobe on do_filp_open.',
+    status((s, r) => r.observe(s.kprobe_maxactive)),
+  );
+  gauge(
+    'filewatcher_loader_ringbuf_size_bytes',
+    'Size of the BPF ring buffer.',
+    status((s, r) => r.observe(s.ringbuf_size_bytes)),
+  );
+  gauge(
+    'filewatcher_loader_max_subscribers',
+    'The cap on concurrent subscriptions to the loader.',
+    status((s, r) => r.observe(s.max_subscribers)),
+  );
+  counter(
+    'filewatcher_loader_subscribers_refused_total',
+    "Subscriptions the loader refused at its cap, in the loader's current run.",
+    status((s, r) => r.observe(s.subscribers_refused)),
+  );
+  counter(
+    'filewatcher_loader_requests_denied_total',
+    "Requests the loader's access control denied, in its current run.",
+    status((s, r) => r.observe(s.requests_denied)),
+  );
+  counter(
+    'filewatcher_loader_handshakes_failed_total',
+    'TLS handshakes that failed at the loader, in its current run.',
+    status((s, r) => r.observe(s.handshakes_failed)),
+  );
+  gauge(
+    'filewatcher_loader_subscribers',
+    'Live subscriptions to the loader, this one included.',
+    status((s, r) => r.observe(s.subscribers.length)),
+  );
+}

@@ -1,0 +1,129 @@
+import { isUtf8 } from 'node:buffer';
+import type { Attributes } from '@opentelemetry/api';
+import { EVENT_FLAG_PATH_UNRESOLVED } from './proto';
+
+/** PathLabelMode says how much of the directory the `path` label keeps. */
+export type PathLabelMode = 'full' | 'depth' | 'none';
+
+/** LabelPolicy chooses the labels of file_created_total. */
+export interface LabelPolicy {
+  /** @default 'full' (the whole directory, as the original design) */
+  pathLabel: PathLabelMode;
+  /** Directory components kept when pathLabel is 'depth'. @default 3 */
+  pathDepth: number;
+  /** Whether the `name` label (the file's base name) is kept. @default true */
+  nameLabel: boolean;
+}
+
+/**
+ * UNRESOLVED_PATH is the `path` label of events whose directory is unknown
+ * (EVENT_FLAG_PATH_UNRESOLVED, or a path with no '/'). It cannot be mistaken
+ * for a real directory, which always starts with '/'.
+ */
+export const UNRESOLVED_PATH = '<unresolved>';
+
+const SLASH = 0x2f;
+// NUL never occurs in a Linux path, so it separates key parts unambiguously.
+const SEP = '\u0000';
+
+/**
+ * LabelMapper turns a created file's path bytes into the labels of
+ * file_created_total. key() runs for every event and must be cheap: it maps
+ * the bytes that decide the labels 1:1 to a string (latin1) without decoding.
+ * labels() runs once per new series and does the careful UTF-8 work.
+ */
+export class LabelMapper {
+  constructor(private readonly policy: LabelPolicy) {}
+
+  /** key identifies the label set of an event; equal keys mean equal labels. */
+  key(path: Buffer, flags: number): string {
+    const { pathLabel, nameLabel } = this.policy;
+    const slash = unresolved(flags) ? -1 : path.lastIndexOf(SLASH);
+    // The default and hot case: the whole path decides both labels.
+    if (slash >= 0 && pathLabel === 'full' && nameLabel) return path.toString('latin1');
+    const name = nameLabel ? path.toString('latin1', slash + 1) : '';
+    if (pathLabel === 'none') return name;
+    // No directory: marked so that it cannot equal the key of a real directory.
+    if (slash < 0) return SEP + name;
+    return path.toString('latin1', 0, this.dirEnd(path, slash)) + SEP + name;
+  }
+
+  /** labels are the OTel attributes of an event's series (name first, as the seed). */
+  labels(path: Buffer, flags: number): Attributes {
+    const { pathLabel, nameLabel } = this.policy;
+    const attributes: Attributes = {};
+    const slash = unresolved(flags) ? -1 : path.lastIndexOf(SLASH);
+    if (nameLabel) attributes.name = labelValue(path.subarray(slash + 1));
+    if (pathLabel !== 'none') {
+      attributes.path =
+        slash < 0
+          ? UNRESOLVED_PATH
+          : slash === 0
+            ? '/'
+            : labelValue(path.subarray(0, this.dirEnd(path, slash)));
+    }
+    return attributes;
+  }
+
+  /** dirEnd is where the directory label ends: the last '/' or, in depth mode, earlier. */
+  private dirEnd(path: Buffer, slash: number): number {
+    if (slash === 0) return 1; // the root directory "/"
+    if (this.policy.pathLabel !== 'depth') return slash;
+    let seen = 0;
+    for (let i = 1; i < slash; i++) {
+      if (path[i] === SLASH && ++seen === this.policy.pathDepth) return i;
+    }
+    return slash;
+  }
+}
+
+function unresolved(flags: number): boolean {
+  return (flags & EVENT_FLAG_PATH_UNRESOLVED) !== 0;
+}
+
+/**
+ * labelValue decodes path bytes into a label value. Linux names are bytes, not
+ * necessarily UTF-8, while Prometheus label values must be valid UTF-8: valid
+ * sequences are kept, and each byte that is not part of one is written as the
+ * four characters \xNN (as ls and Go's %q do), so the exposition always parses
+ * and distinct byte strings stay distinct (save a name that literally
+ * contains "\xNN"). Quotes, backslashes and newlines are escaped by the
+ * Prometheus serializer.
+ */
+export function labelValue(bytes: Buffer): string {
+  if (isUtf8(bytes)) return bytes.toString('utf8');
+  let out = '';
+  let runStart = 0;
+  let i = 0;
+  while (i < bytes.length) {
+    const n = validSequenceLength(bytes, i);
+    if (n > 0) {
+      i += n;
+      continue;
+    }
+    out += bytes.toString('utf8', runStart, i) + '\\x' + bytes[i].toString(16).padStart(2, '0');
+    i++;
+    runStart = i;
+  }
+  return out + bytes.toString('utf8', runStart, i);
+}
+
+/** validSequenceLength is the length of the valid UTF-8 sequence at i, or 0 (RFC 3629 table 3-7). */
+function validSequenceLength(b: Buffer, i: number): number {
+  const b0 = b[i];
+  if (b0 < 0x80) return 1;
+  const cont = (j: number, lo = 0x80, hi = 0xbf): boolean =>
+    j < b.length && b[j] >= lo && b[j] <= hi;
+  if (b0 >= 0xc2 && b0 <= 0xdf) return cont(i + 1) ? 2 : 0;
+  if (b0 >= 0xe0 && b0 <= 0xef) {
+    const lo = b0 === 0xe0 ? 0xa0 : 0x80;
+    const hi = b0 === 0xed ? 0x9f : 0xbf;
+    return cont(i + 1, lo, hi) && cont(i + 2) ? 3 : 0;
+  }
+  if (b0 >= 0xf0 && b0 <= 0xf4) {
+    const lo = b0 === 0xf0 ? 0x90 : 0x80;
+    const hi = b0 === 0xf4 ? 0x8f : 0xbf;
+    return cont(i + 1, lo, hi) && cont(i + 2) && cont(i + 3) ? 4 : 0;
+  }
+  return 0;
+}

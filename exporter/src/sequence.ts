@@ -1,0 +1,89 @@
+import type { LossCounters__Output } from './generated/filewatcher/v1/LossCounters';
+
+/**
+ * SequenceTracker checks that a run's sequence numbers arrive dense: every
+ * number is either delivered as an event or covered by an in-band Gap. What
+ * is neither is loss the loader did not report, found by the stream itself.
+ */
+export class SequenceTracker {
+  private next: number | undefined;
+
+  /** reset forgets the run: the next range observed starts a new baseline. */
+  reset(): void {
+    this.next = undefined;
+  }
+
+  /** last is the highest sequence number observed in this run, or 0. */
+  get last(): number {
+    return this.next === undefined ? 0 : this.next - 1;
+  }
+
+  /** known says whether a baseline exists (something of this run was observed). */
+  get known(): boolean {
+    return this.next !== undefined;
+  }
+
+  /**
+   * startAt moves the baseline to start, the first number a new stream
+   * accounts for. It returns how many numbers between the last observed and
+   * start the stream skipped (0 for a first baseline or a resume).
+   */
+  startAt(start: number): number {
+    const next = this.next;
+    if (next !== undefined && start <= next) return 0;
+    this.next = start;
+    return next === undefined ? 0 : start - next;
+  }
+
+  /**
+   * observe accounts for the range [first, last] (an event, or a gap). It
+   * returns how many numbers before it were skipped without explanation, or
+   * -1 if the range starts before numbers already observed (a regression).
+   */
+  observe(first: number, last: number): number {
+    const next = this.next;
+    if (next === undefined || first === next) {
+      this.next = Math.max(next ?? 0, last + 1);
+      return 0;
+    }
+    if (first > next) {
+      this.next = last + 1;
+      return first - next;
+    }
+    this.next = Math.max(next, last + 1);
+    return -1;
+  }
+}
+
+/** LOSS_FIELDS are LossCounters' loss fields and the `reason` label each is exported with. */
+export const LOSS_FIELDS = [
+  ['ringbuf_full', 'ringbuf_full'],
+  ['kprobe_missed', 'kprobe_missed'],
+  ['read_errors', 'read_error'],
+  ['subscriber_dropped', 'subscriber_overflow'],
+] as const satisfies ReadonlyArray<readonly [keyof LossCounters__Output, string]>;
+
+type CounterName = keyof LossCounters__Output;
+
+/**
+ * LossDeltas turns the loader's cumulative, per-run LossCounters into
+ * increments for our own counters, which must keep growing across loader
+ * restarts. A new run starts from zero; a value that went down within a run
+ * is ignored (it cannot be newer information).
+ */
+export class LossDeltas {
+  private seen = new Map<CounterName, number>();
+
+  /** newRun forgets the previous run's values. */
+  newRun(): void {
+    this.seen = new Map();
+  }
+
+  /** delta returns how much `name` grew since the last call, and remembers value. */
+  delta(name: CounterName, value: number): number {
+    const before = this.seen.get(name) ?? 0;
+    if (value <= before) return 0;
+    this.seen.set(name, value);
+    return value - before;
+  }
+}
