@@ -34,6 +34,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 )
 
@@ -109,6 +110,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	if err != nil {
 		return err
 	}
+	// Settle access before loading anything: a typo in a flag should not
+	// cost a module load.
+	acc, err := resolveAccess(cfg)
+	if err != nil {
+		return err
+	}
 	runID, err := newRunID()
 	if err != nil {
 		return err
@@ -124,14 +131,38 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 			err = errors.Join(err, cerr)
 		}
 	}()
-	lis, err := listen.Listen(addr, cfg.AllowInsecureTCP, log)
+	lis, err := listen.Listen(addr, listen.Options{
+		TLS: acc.tls != nil, AllowInsecureTCP: cfg.AllowInsecureTCP, SocketGID: acc.socketGID, Log: log,
+	})
 	if err != nil {
 		return err
 	}
 	defer lis.Close()
+	guard, creds, err := acc.guard(addr, log)
+	if err != nil {
+		return err
+	}
 
-	gs := grpc.NewServer(server.ServerOption())
-	server.New(h, src.status, version).Register(gs)
+	opts := append([]grpc.ServerOption{
+		server.ServerOption(),
+		// A peer that connects and says nothing is dropped soon.
+		grpc.ConnectionTimeout(10 * time.Second),
+		// Pings find clients that vanished without closing (a host that
+		// went away) so that they do not hold a subscriber slot forever.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// Clients may ping too, to notice a dead loader (grpc-go's default
+		// would answer pings more often than every 5 minutes with GOAWAY).
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	}, guard.ServerOptions()...)
+	if creds != nil {
+		opts = append(opts, grpc.Creds(creds))
+	}
+	gs := grpc.NewServer(opts...)
+	server.New(h, server.Options{
+		Version:        version,
+		MaxSubscribers: cfg.MaxSubscribers,
+		Status:         []server.StatusFiller{src.status, guard},
+	}).Register(gs)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)
@@ -144,7 +175,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- gs.Serve(lis) }()
 	setHealth(hs, healthpb.HealthCheckResponse_SERVING)
-	log.Info("ready", "listen", listenString(addr, lis.Addr()), "source", src.name, "run_id", runID, "version", version)
+	log.Info("ready", "listen", listenString(addr, lis.Addr()), "access", acc.describe(addr),
+		"source", src.name, "run_id", runID, "version", version)
 	if err := sdnotify.Ready(); err != nil {
 		log.Warn("cannot notify systemd", "error", err)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/filewatcher/filewatcher/loader-go/internal/hub"
+	"github.com/filewatcher/filewatcher/loader-go/internal/listen"
 	"github.com/filewatcher/filewatcher/loader-go/internal/synthetic"
 )
 
@@ -25,7 +26,10 @@ const EnvPrefix = "FILEWATCHER_"
 const (
 	DefaultListen      = "unix:///run/filewatcher/loader.sock"
 	DefaultRingbufSize = 16 << 20
-	MaxRingbufSize     = 1 << 30
+	// DefaultMaxSubscribers bounds concurrent streams: each costs a queue
+	// and a goroutine.
+	DefaultMaxSubscribers = 64
+	MaxRingbufSize        = 1 << 30
 )
 
 // Sources.
@@ -38,6 +42,13 @@ const (
 type Config struct {
 	Listen           string
 	AllowInsecureTCP bool
+	SocketGroup      string
+	AllowUIDs        List
+	AllowGIDs        List
+	TLSCert          string
+	TLSKey           string
+	TLSClientCA      string
+	MaxSubscribers   int
 	Source           string
 	Module           string
 	ModuleParams     string
@@ -61,7 +72,14 @@ func Parse(args []string, getenv func(string) string, usage io.Writer) (Config, 
 	fs := flag.NewFlagSet("filewatcher-loader", flag.ContinueOnError)
 	fs.SetOutput(usage)
 	fs.StringVar(&c.Listen, "listen", DefaultListen, "gRPC listen address: host:port or unix:///abs/path")
-	fs.BoolVar(&c.AllowInsecureTCP, "allow-insecure-tcp", false, "allow plaintext TCP on a non-loopback address")
+	fs.BoolVar(&c.AllowInsecureTCP, "allow-insecure-tcp", false, "allow plaintext TCP on a non-loopback address (logged as a warning)")
+	fs.StringVar(&c.SocketGroup, "socket-group", "", "group (name or gid) that owns the unix socket; its members may connect (default: the loader's group)")
+	fs.Var(&c.AllowUIDs, "allow-uids", "users (names or uids, comma-separated) allowed on the unix socket, besides root")
+	fs.Var(&c.AllowGIDs, "allow-gids", "groups (names or gids, comma-separated) allowed on the unix socket (default: the socket's group)")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate (chain) for TLS on a TCP listener")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
+	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "PEM CA certificates: require client certificates signed by them (mutual TLS)")
+	fs.IntVar(&c.MaxSubscribers, "max-subscribers", DefaultMaxSubscribers, "concurrent Subscribe streams allowed; more get RESOURCE_EXHAUSTED")
 	fs.StringVar(&c.Source, "source", SourceKernel, "event source: kernel or synthetic")
 	fs.StringVar(&c.Module, "module", "", "kernel module (.ko) to load; empty: use the loaded module")
 	fs.StringVar(&c.ModuleParams, "module-params", "", `module parameters, e.g. "maxactive=4096"`)
@@ -133,6 +151,47 @@ func (c *Config) validate() error {
 		return fmt.Errorf("--replay-buffer-size %d: must not be negative", c.ReplaySize)
 	case c.ShutdownTimeout <= 0:
 		return fmt.Errorf("--shutdown-timeout %v: must be positive", c.ShutdownTimeout)
+	case c.MaxSubscribers < 1:
+		return fmt.Errorf("--max-subscribers %d: must be at least 1", c.MaxSubscribers)
+	}
+	return c.validateAccess()
+}
+
+// validateAccess rejects flags that do not apply to the listener: each
+// would give a false sense of protection.
+func (c *Config) validateAccess() error {
+	addr, err := listen.Parse(c.Listen)
+	if err != nil {
+		return err
+	}
+	tls := c.TLSCert != "" || c.TLSKey != "" || c.TLSClientCA != ""
+	if addr.Network == "unix" {
+		if tls {
+			return errors.New("--tls-cert, --tls-key and --tls-client-ca apply to TCP listeners: the unix socket is guarded by its mode and peer credentials")
+		}
+		return nil
+	}
+	if c.SocketGroup != "" || len(c.AllowUIDs) > 0 || len(c.AllowGIDs) > 0 {
+		return errors.New("--socket-group, --allow-uids and --allow-gids apply to the unix socket: on TCP use --tls-client-ca (mutual TLS)")
+	}
+	if tls && (c.TLSCert == "" || c.TLSKey == "") {
+		return errors.New("TLS needs both --tls-cert and --tls-key")
+	}
+	return nil
+}
+
+// List is a flag that takes comma-separated values and may be repeated.
+type List []string
+
+// String implements flag.Value.
+func (l *List) String() string { return strings.Join(*l, ",") }
+
+// Set implements flag.Value.
+func (l *List) Set(s string) error {
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l = append(*l, v)
+		}
 	}
 	return nil
 }

@@ -18,7 +18,8 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Listen != DefaultListen || c.Source != SourceKernel || c.RingbufSize != 16<<20 ||
-		c.LogLevel != slog.LevelInfo || c.LogFormat != "text" || c.ShutdownTimeout != 5*time.Second {
+		c.LogLevel != slog.LevelInfo || c.LogFormat != "text" || c.ShutdownTimeout != 5*time.Second ||
+		c.MaxSubscribers != DefaultMaxSubscribers || len(c.AllowUIDs) != 0 || c.SocketGroup != "" {
 		t.Errorf("defaults = %+v", c)
 	}
 }
@@ -42,6 +43,16 @@ func TestFlagsAndEnv(t *testing.T) {
 			func(c Config) bool { return c.LogLevel == slog.LevelWarn }},
 		{"synthetic", []string{"--source", "synthetic", "--rate", "0", "--synthetic-dirs", "3"}, nil,
 			func(c Config) bool { return c.Source == SourceSynthetic && c.Rate == 0 && c.SyntheticDirs == 3 }},
+		{"allowlists", []string{"--allow-uids", "1000, alice", "--allow-uids=7", "--socket-group", "filewatcher"},
+			map[string]string{"FILEWATCHER_ALLOW_GIDS": "adm,4"},
+			func(c Config) bool {
+				return strings.Join(c.AllowUIDs, " ") == "1000 alice 7" && strings.Join(c.AllowGIDs, " ") == "adm 4" &&
+					c.SocketGroup == "filewatcher"
+			}},
+		{"tls", []string{"--listen", "0.0.0.0:50051", "--tls-cert", "c", "--tls-key", "k", "--tls-client-ca", "ca", "--max-subscribers", "3"}, nil,
+			func(c Config) bool {
+				return c.TLSCert == "c" && c.TLSKey == "k" && c.TLSClientCA == "ca" && c.MaxSubscribers == 3
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -72,6 +83,13 @@ func TestInvalid(t *testing.T) {
 		{[]string{"stray"}, nil, "unexpected argument"},
 		{nil, map[string]string{"FILEWATCHER_RATE": "fast"}, "FILEWATCHER_RATE"},
 		{nil, map[string]string{"FILEWATCHER_FORCE": "maybe"}, "FILEWATCHER_FORCE"},
+		{[]string{"--max-subscribers", "0"}, nil, "--max-subscribers"},
+		{[]string{"--tls-cert", "c.pem", "--tls-key", "k.pem"}, nil, "apply to TCP listeners"},
+		{[]string{"--listen", "127.0.0.1:1", "--tls-cert", "c.pem"}, nil, "both --tls-cert and --tls-key"},
+		{[]string{"--listen", "127.0.0.1:1", "--tls-client-ca", "ca.pem"}, nil, "both --tls-cert and --tls-key"},
+		{[]string{"--listen", "127.0.0.1:1", "--allow-uids", "1000"}, nil, "apply to the unix socket"},
+		{[]string{"--listen", "127.0.0.1:1", "--socket-group", "adm"}, nil, "apply to the unix socket"},
+		{[]string{"--listen", "unix://rel.sock"}, nil, "absolute"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

@@ -78,7 +78,7 @@ func (h *Hub) Subscribe(opts SubscribeOptions) (*Subscription, error) {
 		timer: time.NewTimer(time.Hour),
 	}
 	s.timer.Stop()
-	if opts.ResumeRunID == h.runID && opts.ResumeAfter+1 < h.next {
+	if opts.ResumeRunID == h.runID && opts.ResumeAfter < h.next-1 { // not +1: it may overflow
 		h.replay.fill(s.q, opts.ResumeAfter)
 		s.next = opts.ResumeAfter + 1
 	}

@@ -1,18 +1,23 @@
 // Package listen parses the loader's --listen address and opens it: a unix
-// socket (the default, mode 0660) or plaintext TCP, which is refused off
-// loopback unless explicitly allowed.
+// socket (the default, mode 0660, group configurable) or TCP, where TLS is
+// required off loopback unless plaintext is explicitly allowed.
 package listen
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // SocketMode is the permission of a unix socket the loader creates.
@@ -77,18 +82,28 @@ func (a Address) Loopback() bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// Listen opens a. TCP off loopback is plaintext reachable from the network,
-// so it is refused unless allowInsecureTCP, and then logged as a warning.
-func Listen(a Address, allowInsecureTCP bool, log *slog.Logger) (net.Listener, error) {
+// Options configures Listen.
+type Options struct {
+	// TLS says the gRPC server will speak TLS on a TCP listener.
+	TLS bool
+	// AllowInsecureTCP allows plaintext TCP off loopback.
+	AllowInsecureTCP bool
+	// SocketGID is the group of a unix socket; -1 keeps the process's.
+	SocketGID int
+	// Log receives the warnings about plaintext TCP.
+	Log *slog.Logger
+}
+
+// Listen opens a. Plaintext TCP off loopback lets anyone who can reach it
+// read every path created on the host, so it is refused unless
+// AllowInsecureTCP, and then logged as a warning; plaintext on loopback is
+// open to every local user, and logged too.
+func Listen(a Address, opts Options) (net.Listener, error) {
 	if a.Network == "unix" {
-		return listenUnix(a.Addr)
+		return listenUnix(a.Addr, opts.SocketGID)
 	}
-	if !a.Loopback() {
-		if !allowInsecureTCP {
-			return nil, fmt.Errorf("refusing plaintext gRPC on non-loopback address %s: listen on loopback or a unix socket, or pass --allow-insecure-tcp", a.Addr)
-		}
-		log.Warn("serving plaintext gRPC on a non-loopback address: anyone who can reach it can read every file path created on this host",
-			"listen", a.Addr)
+	if err := checkTCP(a, opts); err != nil {
+		return nil, err
 	}
 	l, err := net.Listen("tcp", a.Addr)
 	if err != nil {
@@ -97,22 +112,84 @@ func Listen(a Address, allowInsecureTCP bool, log *slog.Logger) (net.Listener, e
 	return l, nil
 }
 
-func listenUnix(path string) (net.Listener, error) {
+// checkTCP applies the rules for TCP: TLS anywhere; plaintext on loopback,
+// or elsewhere with AllowInsecureTCP; plaintext is logged as a warning.
+func checkTCP(a Address, opts Options) error {
+	switch {
+	case opts.TLS:
+	case !a.Loopback() && !opts.AllowInsecureTCP:
+		return fmt.Errorf("refusing plaintext gRPC on non-loopback address %s: pass --tls-cert and --tls-key (and --tls-client-ca for client certificates), listen on loopback or the unix socket, or pass --allow-insecure-tcp", a.Addr)
+	case !a.Loopback():
+		opts.Log.Warn("INSECURE: serving plaintext gRPC on a non-loopback address (--allow-insecure-tcp): anyone who can reach it can read every file path created on this host",
+			"listen", a.Addr)
+	default:
+		opts.Log.Warn("serving plaintext gRPC on loopback: every local user can subscribe; the unix socket (the default) checks who connects",
+			"listen", a.Addr)
+	}
+	return nil
+}
+
+func listenUnix(path string, gid int) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, fmt.Errorf("create socket directory: %w", err)
 	}
 	if err := removeStale(path); err != nil {
 		return nil, err
 	}
-	l, err := net.Listen("unix", path)
+	// bind(2) creates the socket file with the mode of the socket's inode
+	// less the umask, so setting the mode before bind leaves no moment in
+	// which the file is more open than SocketMode.
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var err error
+		if cerr := c.Control(func(fd uintptr) { err = unix.Fchmod(int(fd), SocketMode) }); cerr != nil {
+			return cerr
+		}
+		return err
+	}}
+	l, err := lc.Listen(context.Background(), "unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
+	}
+	if gid >= 0 {
+		if err := os.Chown(path, -1, gid); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("give the socket to group %d (--socket-group): %w", gid, err)
+		}
 	}
 	if err := os.Chmod(path, SocketMode); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("chmod socket: %w", err)
 	}
 	return l, nil
+}
+
+// SocketGroup returns the group that owns the socket file at path.
+func SocketGroup(path string) (uint32, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, fmt.Errorf("stat %s: no owner", path)
+	}
+	return st.Gid, nil
+}
+
+// LookupGroup resolves a group name or number.
+func LookupGroup(s string) (int, error) {
+	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
+		return int(n), nil
+	}
+	g, err := user.LookupGroup(s)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(g.Gid)
+	if err != nil {
+		return 0, fmt.Errorf("group %s: gid %q: %w", s, g.Gid, err)
+	}
+	return n, nil
 }
 
 // removeStale removes a socket left behind by a loader that died, but not

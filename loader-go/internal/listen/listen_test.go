@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -58,21 +59,90 @@ func TestParse(t *testing.T) {
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 func TestListenTCP(t *testing.T) {
-	l, err := Listen(Address{"tcp", "127.0.0.1:0"}, false, quiet)
+	l, err := Listen(Address{"tcp", "127.0.0.1:0"}, Options{Log: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
 	l.Close()
-	_, err = Listen(Address{"tcp", "0.0.0.0:0"}, false, quiet)
+	_, err = Listen(Address{"tcp", "0.0.0.0:0"}, Options{Log: quiet})
 	if err == nil || !strings.Contains(err.Error(), "--allow-insecure-tcp") {
 		t.Fatalf("non-loopback without flag: %v", err)
+	}
+}
+
+func TestCheckTCP(t *testing.T) {
+	tests := []struct {
+		addr     string
+		opts     Options
+		wantErr  bool
+		wantWarn string
+	}{
+		{addr: "127.0.0.1:1", wantWarn: "every local user"},
+		{addr: "0.0.0.0:1", wantErr: true},
+		{addr: "0.0.0.0:1", opts: Options{AllowInsecureTCP: true}, wantWarn: "INSECURE"},
+		{addr: "0.0.0.0:1", opts: Options{TLS: true}},
+		{addr: "[::1]:1", opts: Options{TLS: true}},
+	}
+	for _, tt := range tests {
+		var logs strings.Builder
+		tt.opts.Log = slog.New(slog.NewTextHandler(&logs, nil))
+		a, err := Parse(tt.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = checkTCP(a, tt.opts)
+		if (err != nil) != tt.wantErr || (tt.wantErr && !strings.Contains(err.Error(), "--tls-cert")) {
+			t.Errorf("%s %+v: error %v", tt.addr, tt.opts, err)
+		}
+		if got := logs.String(); tt.wantWarn == "" && got != "" || !strings.Contains(got, tt.wantWarn) {
+			t.Errorf("%s %+v: logged %q, want %q", tt.addr, tt.opts, got, tt.wantWarn)
+		}
+	}
+}
+
+// TestListenUnixModeAndGroup checks the socket's mode under a permissive
+// umask and its group: only root may give it to another group.
+func TestListenUnixModeAndGroup(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	gid := os.Getgid()
+	if os.Geteuid() == 0 {
+		gid = 4242 // any group: root may chown to it
+	}
+	path := filepath.Join(t.TempDir(), "loader.sock")
+	l, err := Listen(Address{"unix", path}, Options{SocketGID: gid})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != SocketMode {
+		t.Errorf("mode %v, want %o", fi.Mode().Perm(), SocketMode)
+	}
+	if got, err := SocketGroup(path); err != nil || got != uint32(gid) {
+		t.Errorf("group %d (%v), want %d", got, err, gid)
+	}
+}
+
+func TestLookupGroup(t *testing.T) {
+	if n, err := LookupGroup("4242"); err != nil || n != 4242 {
+		t.Errorf("LookupGroup(4242) = %d, %v", n, err)
+	}
+	if n, err := LookupGroup("root"); err != nil || n != 0 {
+		t.Errorf("LookupGroup(root) = %d, %v", n, err)
+	}
+	if _, err := LookupGroup("no-such-group-filewatcher"); err == nil {
+		t.Error("unknown group accepted")
 	}
 }
 
 func TestListenUnix(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "sub", "loader.sock")
-	l, err := Listen(Address{"unix", path}, false, quiet)
+	l, err := Listen(Address{"unix", path}, Options{SocketGID: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +154,7 @@ func TestListenUnix(t *testing.T) {
 		t.Errorf("socket mode = %v, want socket %o", fi.Mode(), SocketMode)
 	}
 	// A live socket is not taken over.
-	if _, err := Listen(Address{"unix", path}, false, quiet); err == nil || !strings.Contains(err.Error(), "in use") {
+	if _, err := Listen(Address{"unix", path}, Options{SocketGID: -1}); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("second listener: %v", err)
 	}
 	l.Close()
@@ -96,7 +166,7 @@ func TestListenUnix(t *testing.T) {
 	}
 	stale.SetUnlinkOnClose(false)
 	stale.Close()
-	l, err = Listen(Address{"unix", path}, false, quiet)
+	l, err = Listen(Address{"unix", path}, Options{SocketGID: -1})
 	if err != nil {
 		t.Fatalf("over a stale socket: %v", err)
 	}
@@ -107,7 +177,7 @@ func TestListenUnix(t *testing.T) {
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Listen(Address{"unix", file}, false, quiet); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := Listen(Address{"unix", file}, Options{SocketGID: -1}); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Fatalf("over a regular file: %v", err)
 	}
 }

@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
+	"github.com/filewatcher/filewatcher/loader-go/internal/access"
 	"github.com/filewatcher/filewatcher/loader-go/internal/filter"
 	"github.com/filewatcher/filewatcher/loader-go/internal/hub"
 	pb "github.com/filewatcher/filewatcher/proto/filewatcher/v1"
@@ -31,23 +33,42 @@ const (
 // MaxBatchDelay bounds SubscribeRequest.max_batch_delay_ms.
 const MaxBatchDelay = time.Minute
 
-// StatusFiller adds an event source's part of a status report.
+// DefaultMaxSubscribers is the subscriber cap when Options leaves it zero.
+const DefaultMaxSubscribers = 64
+
+// StatusFiller adds its part of a status report: the event source's, the
+// access guard's.
 type StatusFiller interface {
 	FillStatus(*pb.GetStatusResponse)
+}
+
+// Options configures a Server.
+type Options struct {
+	// Version is the loader's version.
+	Version string
+	// MaxSubscribers caps concurrent Subscribe streams; more are refused
+	// with RESOURCE_EXHAUSTED. Zero means DefaultMaxSubscribers.
+	MaxSubscribers int
+	// Status complete status reports, in order.
+	Status []StatusFiller
 }
 
 // Server serves EventService.
 type Server struct {
 	pb.UnimplementedEventServiceServer
-	hub     *hub.Hub
-	source  StatusFiller
-	version string
+	hub  *hub.Hub
+	opts Options
+
+	subscribers atomic.Int64  // open streams, including those being set up
+	refused     atomic.Uint64 // Subscribe calls refused by the cap
 }
 
-// New returns a server for h. source completes status reports; version is
-// the loader's version.
-func New(h *hub.Hub, source StatusFiller, version string) *Server {
-	return &Server{hub: h, source: source, version: version}
+// New returns a server for h.
+func New(h *hub.Hub, opts Options) *Server {
+	if opts.MaxSubscribers <= 0 {
+		opts.MaxSubscribers = DefaultMaxSubscribers
+	}
+	return &Server{hub: h, opts: opts}
 }
 
 // Register adds the service to g, which must have been created with
@@ -61,13 +82,18 @@ func (s *Server) Register(g *grpc.Server) {
 // stream (RESOURCE_EXHAUSTED).
 func (s *Server) Subscribe(req *pb.SubscribeRequest, stream grpc.ServerStreamingServer[pb.SubscribeResponse]) error {
 	ctx := stream.Context()
-	opts, err := subscribeOptions(req)
+	opts, err := s.subscribeOptions(req)
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		opts.Peer = p.Addr.Network() + ":" + p.Addr.String()
+	if n := s.subscribers.Add(1); n > int64(s.opts.MaxSubscribers) {
+		s.subscribers.Add(-1)
+		s.refused.Add(1)
+		return status.Errorf(codes.ResourceExhausted, "too many subscribers: %d streams are open, the loader allows %d (--max-subscribers)", n-1, s.opts.MaxSubscribers)
 	}
+	defer s.subscribers.Add(-1)
+	p, _ := peer.FromContext(ctx)
+	opts.Peer = access.Describe(p)
 	sub, err := s.hub.Subscribe(opts)
 	if err != nil {
 		return status.Error(codes.Unavailable, "server shutting down")
@@ -96,13 +122,19 @@ func (s *Server) Subscribe(req *pb.SubscribeRequest, stream grpc.ServerStreaming
 	}
 }
 
-func subscribeOptions(req *pb.SubscribeRequest) (hub.SubscribeOptions, error) {
+// subscribeOptions validates a request; its errors are INVALID_ARGUMENT
+// messages for the client.
+func (s *Server) subscribeOptions(req *pb.SubscribeRequest) (hub.SubscribeOptions, error) {
 	if _, ok := pb.OverflowPolicy_name[int32(req.OverflowPolicy)]; !ok {
-		return hub.SubscribeOptions{}, fmt.Errorf("unknown overflow_policy %d", req.OverflowPolicy)
+		return hub.SubscribeOptions{}, fmt.Errorf("unknown overflow_policy %d: want 0-3 (UNSPECIFIED, DROP_OLDEST, DROP_NEWEST, CLOSE)", req.OverflowPolicy)
+	}
+	if req.MaxBatchDelayMs > uint32(MaxBatchDelay.Milliseconds()) {
+		return hub.SubscribeOptions{}, fmt.Errorf("max_batch_delay_ms %d exceeds %d", req.MaxBatchDelayMs, MaxBatchDelay.Milliseconds())
 	}
 	delay := time.Duration(req.MaxBatchDelayMs) * time.Millisecond
-	if delay > MaxBatchDelay {
-		return hub.SubscribeOptions{}, fmt.Errorf("max_batch_delay_ms %d exceeds %d", req.MaxBatchDelayMs, MaxBatchDelay.Milliseconds())
+	if req.ResumeRunId == s.hub.RunID() && req.ResumeAfterSequence > s.hub.LastSequence() {
+		return hub.SubscribeOptions{}, fmt.Errorf("resume_after_sequence %d is beyond the last sequence %d of run %s",
+			req.ResumeAfterSequence, s.hub.LastSequence(), req.ResumeRunId)
 	}
 	match, err := filter.Compile(req.Filter)
 	if err != nil {
@@ -122,15 +154,19 @@ func subscribeOptions(req *pb.SubscribeRequest) (hub.SubscribeOptions, error) {
 // subscribers.
 func (s *Server) GetStatus(ctx context.Context, _ *pb.GetStatusRequest) (*pb.GetStatusResponse, error) {
 	resp := &pb.GetStatusResponse{
-		RunId:         s.hub.RunID(),
-		LoaderVersion: s.version,
-		KernelRelease: kernelRelease(),
-		LastSequence:  s.hub.LastSequence(),
-		Loss:          &pb.LossCounters{},
-		Subscribers:   s.hub.Subscribers(),
+		RunId:              s.hub.RunID(),
+		LoaderVersion:      s.opts.Version,
+		KernelRelease:      kernelRelease(),
+		LastSequence:       s.hub.LastSequence(),
+		Loss:               &pb.LossCounters{},
+		Subscribers:        s.hub.Subscribers(),
+		MaxSubscribers:     uint32(s.opts.MaxSubscribers),
+		SubscribersRefused: s.refused.Load(),
 	}
 	s.hub.Loss(resp.Loss)
-	s.source.FillStatus(resp)
+	for _, f := range s.opts.Status {
+		f.FillStatus(resp)
+	}
 	return resp, nil
 }
 

@@ -34,7 +34,7 @@ func start(t *testing.T, h *hub.Hub, src StatusFiller) pb.EventServiceClient {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer(ServerOption())
-	New(h, src, "test-version").Register(gs)
+	New(h, Options{Version: "test-version", Status: []StatusFiller{src}}).Register(gs)
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -75,6 +75,7 @@ func first(md metadata.MD, key string) string {
 type tally struct {
 	events   []*pb.FileCreatedEvent
 	gapped   uint64
+	byReason map[pb.GapReason]uint64
 	filtered uint64
 	next     uint64
 	runID    string
@@ -91,7 +92,7 @@ func read(t *testing.T, stream grpc.ServerStreamingClient[pb.SubscribeResponse],
 
 // readStream is read for goroutines other than the test's.
 func readStream(stream grpc.ServerStreamingClient[pb.SubscribeResponse], startSeq, last uint64, filtered bool) (*tally, error) {
-	tl := &tally{next: startSeq}
+	tl := &tally{next: startSeq, byReason: map[pb.GapReason]uint64{}}
 	for tl.next <= last {
 		resp, err := stream.Recv()
 		if err != nil {
@@ -108,6 +109,7 @@ func readStream(stream grpc.ServerStreamingClient[pb.SubscribeResponse], startSe
 					return nil, fmt.Errorf("gap %v, want it to start at %d", g, tl.next)
 				}
 				tl.gapped += g.LastSequence - g.FirstSequence + 1
+				tl.byReason[g.Reason] += g.LastSequence - g.FirstSequence + 1
 				tl.next = g.LastSequence + 1
 				gi++
 				continue
