@@ -33,7 +33,8 @@ var oddNames = []string{
 }
 
 // TestKernelEvents boots each kernel with the loader, subscribes from the
-// host and checks the exact events of a scripted set of file operations.
+// host and checks the exact events of a scripted set of file operations, then
+// runs the TypeScript exporter on the host against the guest's loader.
 func TestKernelEvents(t *testing.T) {
 	forEachKernel(t, func(t *testing.T, kernel string) {
 		g := bootGuest(t, kernel)
@@ -42,6 +43,7 @@ func TestKernelEvents(t *testing.T) {
 		t.Run("events", func(t *testing.T) { runID = testEvents(t, g) })
 		t.Run("ftrace", func(t *testing.T) { testFtrace(t, g) })
 		t.Run("status", func(t *testing.T) { testStatus(t, g, runID) })
+		t.Run("exporter", func(t *testing.T) { testExporter(t, g) })
 	})
 }
 

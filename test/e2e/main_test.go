@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -84,12 +85,13 @@ func kernels() []string {
 	return []string{"6.1", "6.12"}
 }
 
-// guestArch is the guests' architecture, from FILEWATCHER_E2E_ARCH.
+// guestArch is the guests' architecture, from FILEWATCHER_E2E_ARCH (default:
+// the host's, so an arm64 host boots arm64 guests and needs no x86 toolchain).
 func guestArch() string {
 	if v := os.Getenv("FILEWATCHER_E2E_ARCH"); v != "" {
 		return v
 	}
-	return "amd64"
+	return runtime.GOARCH
 }
 
 // forEachKernel runs f as a subtest per kernel, each with its own VM.

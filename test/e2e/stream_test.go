@@ -30,7 +30,9 @@ type subscription struct {
 }
 
 // subscribe opens a stream with req and collects it in the background until
-// the test ends.
+// the test ends. It returns once the loader sent the response headers, which
+// it does after registering the subscriber: every file created afterwards is
+// matched against this stream's filter.
 func subscribe(t *testing.T, client fwv1.EventServiceClient, req *fwv1.SubscribeRequest) *subscription {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -38,6 +40,10 @@ func subscribe(t *testing.T, client fwv1.EventServiceClient, req *fwv1.Subscribe
 	if err != nil {
 		cancel()
 		t.Fatalf("Subscribe: %v", err)
+	}
+	if _, err := stream.Header(); err != nil {
+		cancel()
+		t.Fatalf("Subscribe: waiting for the response headers: %v", err)
 	}
 	s := &subscription{cancel: cancel, done: make(chan struct{}), runIDs: map[string]bool{}}
 	go s.collect(stream)

@@ -31,7 +31,9 @@ type guest struct {
 	kernel  string
 	release string
 	agent   vmagent.Client
-	// client is a gRPC client of the loader (nil with --no-loader).
+	// addr is the loader's gRPC address on the host, 127.0.0.1:PORT, and
+	// client a gRPC client of it (nil with --no-loader).
+	addr   string
 	client fwv1.EventServiceClient
 }
 
@@ -74,7 +76,7 @@ func bootGuest(t *testing.T, kernel string, extra ...string) *guest {
 			t.Fatalf("grpc client for %s: %v", addr, err)
 		}
 		t.Cleanup(func() { conn.Close() })
-		g.client = fwv1.NewEventServiceClient(conn)
+		g.addr, g.client = addr, fwv1.NewEventServiceClient(conn)
 	}
 	return g
 }
