@@ -11,6 +11,8 @@ SHELL := /bin/bash
 KDIR ?= /lib/modules/$(shell uname -r)/build
 # Where the loader and the exporter meet when run by make run-ebpftracer.
 RUN_DIR ?= $(CURDIR)/.cache/run
+# How long each fuzz target runs in make test.
+FUZZTIME ?= 10s
 # Kernels the VM end-to-end tests boot.
 E2E_KERNELS ?= 6.1 6.12
 
@@ -83,19 +85,24 @@ uninstall: ## remove what make install installed
 	PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" deploy/install.sh uninstall
 
 .PHONY: lint
-lint: ## formatters and linters: gofmt, go vet, eslint, tsc, shell syntax
+lint: ## formatters and linters: gofmt, go vet, tsc, eslint, prettier, buf lint/breaking, shell syntax
 	@out=$$(gofmt -l loader-go proto test); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet -tags e2e ./...
 	npm run --silent lint
+	proto/check.sh
 	@for f in $$(git ls-files '*.sh' .ci/run); do bash -n "$$f" || exit 1; done
 
 .PHONY: test-unit
 test-unit: loader ## Go and TypeScript unit and integration tests (no VM)
 	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -race ./loader-go/...
+	$(GO) test -run '^$$' -fuzz '^FuzzGlob$$' -fuzztime $(FUZZTIME) ./loader-go/internal/filter
+	$(GO) test -run '^$$' -fuzz '^FuzzFilter$$' -fuzztime $(FUZZTIME) ./loader-go/internal/filter
+	$(GO) test -run '^$$' -fuzz '^FuzzSubscribeRequest$$' -fuzztime $(FUZZTIME) ./loader-go/internal/server
 	npm test
 
 .PHONY: test-e2e
-test-e2e: loader ## end-to-end tests on real Debian kernels in qemu (E2E_KERNELS="6.1 6.12")
+test-e2e: loader exporter ## end-to-end tests on real Debian kernels in qemu (E2E_KERNELS="6.1 6.12")
 	FILEWATCHER_E2E_KERNELS="$(E2E_KERNELS)" $(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e/
 
 .PHONY: test
