@@ -19,6 +19,7 @@ E2E_KERNELS ?= 6.1 6.12
 GO ?= go
 BIN := bin
 LOADER := $(BIN)/filewatcher-loader
+TAIL := $(BIN)/filewatcher-tail
 LOADER_SRC := $(shell find loader-go proto -name '*.go' 2>/dev/null) go.mod go.sum
 
 .PHONY: help
@@ -33,10 +34,10 @@ setup: ## install every system package, Go module and npm package the project ne
 all: loader exporter kmod-if-headers ## build everything: loader, exporter, and the module where kernel headers exist
 
 .PHONY: loader
-loader: $(LOADER) ## build the static loader binary bin/filewatcher-loader
+loader: $(LOADER) $(TAIL) ## build the static binaries bin/filewatcher-loader and bin/filewatcher-tail
 
-$(LOADER): $(LOADER_SRC)
-	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./loader-go/cmd/filewatcher-loader
+$(BIN)/%: $(LOADER_SRC)
+	CGO_ENABLED=0 $(GO) build -trimpath -o $@ ./loader-go/cmd/$*
 
 .PHONY: exporter
 exporter: ## build the TypeScript exporter into exporter/dist
