@@ -78,12 +78,12 @@ PREFIX ?= /usr/local
 DESTDIR ?=
 
 .PHONY: install
-install: loader exporter ## install binaries, module and systemd units under DESTDIR/PREFIX
-	PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" deploy/install.sh install
+install: loader exporter kmod-if-headers ## install loader, exporter, module and systemd units (PREFIX=/usr/local, DESTDIR=)
+	deploy/install.sh install PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)"
 
 .PHONY: uninstall
-uninstall: ## remove what make install installed
-	PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)" deploy/install.sh uninstall
+uninstall: ## stop, disable and remove what make install installed
+	deploy/install.sh uninstall PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)"
 
 .PHONY: lint
 lint: ## formatters and linters: gofmt, go vet, tsc, eslint, prettier, buf lint/breaking, shell syntax
@@ -106,8 +106,13 @@ test-unit: loader ## Go and TypeScript unit and integration tests (no VM)
 test-e2e: loader exporter ## end-to-end tests on real Debian kernels in qemu (E2E_KERNELS="6.1 6.12")
 	FILEWATCHER_E2E_KERNELS="$(E2E_KERNELS)" $(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e/
 
+.PHONY: test-deploy
+test-deploy: loader exporter ## deployment: systemd-analyze/promtool/compose checks, systemd guest + Prometheus e2e
+	test/deploy/check.sh
+	$(GO) test -tags e2e -count=1 -timeout 20m -v ./test/deploy/
+
 .PHONY: test
-test: setup lint test-unit test-e2e ## run every test (installs what is missing first)
+test: setup lint test-unit test-e2e test-deploy ## run every test (installs what is missing first)
 
 .PHONY: clean
 clean: ## remove build outputs (keeps the kernel cache in .cache/kernels)

@@ -1,0 +1,462 @@
+//go:build e2e
+
+package deploy
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSystemdGuest boots a Debian bookworm guest under systemd with both
+// units installed by deploy/install.sh, and checks what a user relies on:
+// both units active with the privileges they were given, a file created in
+// the guest counted by the exporter, a real Prometheus scraping it, the
+// loader restarted by systemd after kill -9 with the exporter reconnecting,
+// and systemctl stop unloading the module.
+func TestSystemdGuest(t *testing.T) {
+	requireTools(t, "qemu-system-x86_64", "debootstrap", "mke2fs", "prometheus", "promtool", "make", "node", "systemctl")
+	repo := repoRoot(t)
+	work := t.TempDir()
+	start := time.Now()
+	step := func(what string) {
+		t.Logf("[%5.1fs] %s", time.Since(start).Seconds(), what)
+	}
+
+	if _, err := os.Stat(filepath.Join(repo, "exporter", "dist", "main.js")); err != nil {
+		t.Fatal("exporter/dist/main.js missing: run make exporter")
+	}
+	// FILEWATCHER_LOADER_BIN: test a loader built elsewhere (development).
+	loader := os.Getenv("FILEWATCHER_LOADER_BIN")
+	if loader == "" {
+		// Type=notify needs the loader to call sd_notify(READY=1): without it
+		// the unit would time out after TimeoutStartSec, a confusing failure.
+		src, err := os.ReadFile(filepath.Join(repo, "loader-go", "cmd", "filewatcher-loader", "main.go"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(src), "sdnotify.Ready()") {
+			t.Fatal("loader-go/cmd/filewatcher-loader/main.go does not call sdnotify.Ready(): " +
+				"filewatcher-loader.service (Type=notify) cannot become active; wire loader-go/internal/sdnotify into main")
+		}
+		loader = filepath.Join(work, "filewatcher-loader")
+		run(t, repo, []string{"CGO_ENABLED=0"}, "go", "build", "-trimpath", "-o", loader, "./loader-go/cmd/filewatcher-loader")
+	}
+	agent := filepath.Join(work, "agent")
+	run(t, repo, []string{"CGO_ENABLED=0"}, "go", "build", "-trimpath", "-o", agent, "./test/vm/agent")
+	step("built loader and agent")
+
+	guestDir := run(t, repo, nil, filepath.Join(repo, "test", "deploy", "rootfs.sh"), "--kernel", "6.1")
+	step("guest image ready: " + guestDir)
+
+	// The module, built against the guest kernel's headers in a copy of kmod/.
+	kdir := run(t, repo, nil, filepath.Join(repo, "test", "vm", "kernels.sh"), "path", "--kernel", "6.1")
+	kmod := filepath.Join(work, "kmod")
+	run(t, repo, nil, "cp", "-a", filepath.Join(repo, "kmod")+"/.", kmod+"/")
+	run(t, kmod, nil, "make", "KDIR="+filepath.Join(kdir, "build"))
+	step("module built")
+
+	payload := filepath.Join(work, "payload.img")
+	run(t, repo, nil, filepath.Join(repo, "test", "deploy", "payload.sh"),
+		"--out", payload, "--loader", loader, "--module", filepath.Join(kmod, "filewatcher.ko"), "--agent", agent)
+	step("payload built (deploy/install.sh DESTDIR=...)")
+
+	g := bootGuest(t, guestDir, payload, work)
+	t.Cleanup(func() {
+		if t.Failed() {
+			// The journal of both units says why, in most failures.
+			out, _, _ := g.sh(t, "journalctl --no-pager -b -u filewatcher-loader -u filewatcher-exporter | tail -n 80")
+			t.Logf("guest journal (filewatcher units):\n%s", out)
+			t.Logf("console tail:\n%s", g.consoleTail(40))
+		}
+	})
+	g.waitAgent(t, 5*time.Minute)
+	step("guest booted, agent answers")
+
+	metricsURL := "http://" + g.exporterAddr + "/metrics"
+	// metrics scrapes the exporter; an error (the exporter restarting) is
+	// returned to the eventually loops that call it.
+	metrics := func() ([]sample, error) {
+		body, err := httpGet(metricsURL)
+		if err != nil {
+			return nil, fmt.Errorf("scrape exporter: %w", err)
+		}
+		return parseMetrics(body), nil
+	}
+	// counted checks file_created_total{path=dir,name=name} == want.
+	counted := func(dir, name string, want float64) error {
+		ms, err := metrics()
+		if err != nil {
+			return err
+		}
+		v, found := find(ms, "file_created_total", map[string]string{"path": dir, "name": name})
+		if !found || v != want {
+			return fmt.Errorf("file_created_total{path=%q,name=%q}: found=%v value=%v, want %v", dir, name, found, v, want)
+		}
+		return nil
+	}
+
+	// subscribed waits until the exporter is active and subscribed to the
+	// loader: files created before that are not the exporter's to count.
+	subscribed := func(t *testing.T) {
+		t.Helper()
+		eventually(t, 2*time.Minute, time.Second, "exporter active and subscribed to the loader", func() error {
+			if _, _, code := g.sh(t, "systemctl is-active -q filewatcher-exporter"); code != 0 {
+				return fmt.Errorf("exporter not active")
+			}
+			ms, err := metrics()
+			if err != nil {
+				return err
+			}
+			v, found := find(ms, "filewatcher_exporter_stream_connected", nil)
+			if !found || v != 1 {
+				return fmt.Errorf("filewatcher_exporter_stream_connected found=%v value=%v", found, v)
+			}
+			return nil
+		})
+	}
+
+	ok := t.Run("units active", func(t *testing.T) {
+		// Type=notify: "active" means the loader reported READY=1.
+		eventually(t, 3*time.Minute, time.Second, "filewatcher-loader and -exporter active", func() error {
+			out, _, code := g.sh(t, "systemctl is-active filewatcher-loader.service filewatcher-exporter.service")
+			if code != 0 {
+				return fmt.Errorf("is-active: %s", strings.Join(strings.Fields(out), " "))
+			}
+			return nil
+		})
+		g.must(t, "test -d /sys/module/filewatcher")
+		g.must(t, "getent group filewatcher")
+		// The installed units are clean for the guest's own systemd too.
+		if out := g.must(t, "systemd-analyze verify --man=no /usr/local/lib/systemd/system/filewatcher-loader.service /usr/local/lib/systemd/system/filewatcher-exporter.service 2>&1"); out != "" {
+			t.Errorf("systemd-analyze verify in the guest:\n%s", out)
+		}
+		// Least privilege, as the kernel sees it.
+		loaderCaps := g.must(t, `grep ^CapEff: /proc/$(systemctl show -P MainPID filewatcher-loader)/status | cut -f2`)
+		exporterCaps := g.must(t, `grep ^CapEff: /proc/$(systemctl show -P MainPID filewatcher-exporter)/status | cut -f2`)
+		// CAP_SYS_MODULE, CAP_PERFMON, CAP_BPF, and CAP_SYS_ADMIN for the
+		// Debian kernel's perf_event_paranoid=3 (see the unit).
+		if got, err := strconv.ParseUint(loaderCaps, 16, 64); err != nil || got != capsDefault {
+			t.Errorf("loader CapEff = %s, want %016x (SYS_MODULE, PERFMON, BPF, SYS_ADMIN)", loaderCaps, capsDefault)
+		}
+		if got, err := strconv.ParseUint(exporterCaps, 16, 64); err != nil || got != 0 {
+			t.Errorf("exporter CapEff = %s, want 0", exporterCaps)
+		}
+		ids := g.must(t, `ps -o uid=,gid=,supgrp= -p $(systemctl show -P MainPID filewatcher-exporter)`)
+		if f := strings.Fields(ids); len(f) < 3 || f[0] == "0" || !strings.Contains(f[2], "filewatcher") {
+			t.Errorf("exporter uid/gid/groups = %q, want a non-root uid in group filewatcher", ids)
+		}
+		sock := g.must(t, "stat -c '%a %U %G' /run/filewatcher/loader.sock")
+		if sock != "660 root filewatcher" {
+			t.Errorf("loader socket: %q, want 660 root filewatcher", sock)
+		}
+		eventually(t, time.Minute, time.Second, "exporter /readyz", func() error {
+			_, err := httpGet("http://" + g.exporterAddr + "/readyz")
+			return err
+		})
+		subscribed(t)
+		step("units active")
+	})
+	if !ok {
+		t.FailNow()
+	}
+
+	ok = t.Run("file created in the guest is counted", func(t *testing.T) {
+		g.must(t, "mkdir -p /srv/fw-e2e && touch /srv/fw-e2e/riptides-demo")
+		eventually(t, time.Minute, time.Second, "riptides-demo counted", func() error {
+			return counted("/srv/fw-e2e", "riptides-demo", 1)
+		})
+		step("file counted")
+	})
+	if !ok {
+		t.FailNow()
+	}
+
+	ok = t.Run("prometheus", func(t *testing.T) {
+		testPrometheus(t, repo, g)
+		step("prometheus e2e")
+	})
+	if !ok {
+		t.FailNow()
+	}
+
+	ok = t.Run("kill -9 of the loader: systemd restarts it, the exporter reconnects", func(t *testing.T) {
+		loaderPID := g.must(t, "systemctl show -P MainPID filewatcher-loader")
+		restarts := g.must(t, "systemctl show -P NRestarts filewatcher-loader")
+		exporterPID := g.must(t, "systemctl show -P MainPID filewatcher-exporter")
+		g.must(t, "kill -9 "+loaderPID)
+		eventually(t, 2*time.Minute, time.Second, "loader restarted by systemd", func() error {
+			out, _, _ := g.sh(t, "systemctl show -P ActiveState filewatcher-loader; systemctl show -P MainPID filewatcher-loader; systemctl show -P NRestarts filewatcher-loader")
+			f := strings.Fields(out)
+			n, _ := strconv.Atoi(restarts)
+			if len(f) != 3 || f[0] != "active" || f[1] == loaderPID || f[1] == "0" || f[2] != strconv.Itoa(n+1) {
+				return fmt.Errorf("ActiveState, MainPID, NRestarts = %q (before: pid %s, %s restarts)", f, loaderPID, restarts)
+			}
+			return nil
+		})
+		// The module the killed loader had loaded was unloaded by the unit's
+		// ExecStopPost (module-cleanup) and loaded again by the new loader.
+		if out := g.must(t, "journalctl --no-pager -b -u filewatcher-loader -o cat | grep -c 'module-cleanup: filewatcher unloaded' || true"); out == "0" {
+			t.Errorf("module-cleanup did not unload the killed loader's module")
+		}
+		// systemd 252 restarts the bound exporter along with the loader (see
+		// the unit); either way it must be subscribed to the new loader run.
+		subscribed(t)
+		if pid := g.must(t, "systemctl show -P MainPID filewatcher-exporter"); pid != exporterPID {
+			t.Logf("exporter restarted with the loader (MainPID %s -> %s), as systemd propagates the restart to BindsTo= units", exporterPID, pid)
+		} else {
+			t.Logf("exporter kept running (MainPID %s) and reconnected on its own", pid)
+		}
+		g.must(t, "touch /srv/fw-e2e/after-restart")
+		eventually(t, time.Minute, time.Second, "file created after the restart is counted", func() error {
+			return counted("/srv/fw-e2e", "after-restart", 1)
+		})
+		step("kill -9: restarted, reconnected")
+	})
+	if !ok {
+		t.FailNow()
+	}
+
+	ok = t.Run("restart with the least-privilege drop-in: exporter follows, no CAP_SYS_ADMIN", func(t *testing.T) {
+		exporterPID := g.must(t, "systemctl show -P MainPID filewatcher-exporter")
+		// The drop-in is for kernels at the upstream perf_event_paranoid
+		// default (2); Debian's is 3.
+		g.must(t, `set -e
+sysctl -q -w kernel.perf_event_paranoid=2
+mkdir -p /etc/systemd/system/filewatcher-loader.service.d
+cp /usr/local/share/doc/filewatcher/systemd/least-privilege.conf /etc/systemd/system/filewatcher-loader.service.d/
+systemctl daemon-reload
+systemctl restart filewatcher-loader.service`)
+		// restart returned: the loader is ready again (Type=notify).
+		loaderCaps := g.must(t, `grep ^CapEff: /proc/$(systemctl show -P MainPID filewatcher-loader)/status | cut -f2`)
+		if got, err := strconv.ParseUint(loaderCaps, 16, 64); err != nil || got != capsLeast {
+			t.Errorf("loader CapEff with least-privilege.conf = %s, want %016x (SYS_MODULE, PERFMON, BPF)", loaderCaps, capsLeast)
+		}
+		// BindsTo=: restarting the loader restarted the exporter.
+		eventually(t, 2*time.Minute, time.Second, "exporter restarted with the loader", func() error {
+			out, _, _ := g.sh(t, "systemctl show -P ActiveState filewatcher-exporter; systemctl show -P MainPID filewatcher-exporter")
+			f := strings.Fields(out)
+			if len(f) != 2 || f[0] != "active" || f[1] == exporterPID || f[1] == "0" {
+				return fmt.Errorf("exporter ActiveState, MainPID = %q (before: %s)", f, exporterPID)
+			}
+			return nil
+		})
+		subscribed(t)
+		g.must(t, "touch /srv/fw-e2e/least-privilege")
+		eventually(t, 2*time.Minute, time.Second, "file created under the least-privilege loader is counted", func() error {
+			return counted("/srv/fw-e2e", "least-privilege", 1)
+		})
+		step("least-privilege restart")
+	})
+	if !ok {
+		t.FailNow()
+	}
+
+	t.Run("systemctl stop unloads the module; start brings both back", func(t *testing.T) {
+		g.must(t, "systemctl stop filewatcher-loader.service")
+		// BindsTo=: the exporter stopped with the loader.
+		states := strings.Join(strings.Fields(g.must(t, "systemctl show -P ActiveState filewatcher-loader filewatcher-exporter")), " ")
+		if states != "inactive inactive" {
+			t.Errorf("after stop: ActiveState loader, exporter = %q, want inactive inactive", states)
+		}
+		if _, _, code := g.sh(t, "test -e /sys/module/filewatcher"); code == 0 {
+			t.Errorf("/sys/module/filewatcher still exists after systemctl stop")
+		}
+		// The socket's runtime directory went with the unit.
+		if _, _, code := g.sh(t, "test -e /run/filewatcher"); code == 0 {
+			t.Errorf("/run/filewatcher still exists after systemctl stop")
+		}
+		step("stopped: module unloaded")
+		g.must(t, "systemctl start filewatcher-loader.service")
+		eventually(t, 2*time.Minute, time.Second, "both active again", func() error {
+			out, _, code := g.sh(t, "systemctl is-active filewatcher-loader filewatcher-exporter")
+			if code != 0 {
+				return fmt.Errorf("is-active: %s", strings.Join(strings.Fields(out), " "))
+			}
+			return nil
+		})
+		g.must(t, "test -d /sys/module/filewatcher")
+		step("started again")
+	})
+}
+
+// Loader capabilities (bit numbers from linux/capability.h).
+const (
+	capSysModule = 16
+	capSysAdmin  = 21
+	capPerfmon   = 38
+	capBPF       = 39
+
+	capsLeast   = uint64(1)<<capSysModule | uint64(1)<<capPerfmon | uint64(1)<<capBPF
+	capsDefault = capsLeast | uint64(1)<<capSysAdmin
+)
+
+// testPrometheus runs a real Prometheus (Debian's package) on loopback with
+// the example configuration, pointed at the guest's exporter, and checks the
+// file_created_total series it stores.
+func testPrometheus(t *testing.T, repo string, g *guest) {
+	dir := t.TempDir()
+	cfg, err := os.ReadFile(filepath.Join(repo, "deploy", "prometheus", "prometheus.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The example, with this run's target and a fast scrape so the test is quick.
+	text := string(cfg)
+	for _, r := range [][2]string{
+		{"['localhost:8080']", "['" + g.exporterAddr + "']"},
+		{"scrape_interval: 15s", "scrape_interval: 1s"},
+		{"evaluation_interval: 15s", "evaluation_interval: 1s"},
+	} {
+		if !strings.Contains(text, r[0]) {
+			t.Fatalf("deploy/prometheus/prometheus.yml no longer contains %q: update this test", r[0])
+		}
+		text = strings.Replace(text, r[0], r[1], 1)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rules, err := os.ReadFile(filepath.Join(repo, "deploy", "prometheus", "rules.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "rules.yml"), rules, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(t, dir, nil, "promtool", "check", "config", "prometheus.yml")
+
+	port := freePorts(t, 1)[0]
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	logf, err := os.Create(filepath.Join(dir, "prometheus.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command("prometheus",
+		"--config.file="+filepath.Join(dir, "prometheus.yml"),
+		"--storage.tsdb.path="+filepath.Join(dir, "data"),
+		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	done := startProcess(t, cmd)
+	defer func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "prometheus.log"))
+			t.Logf("prometheus log:\n%s", b)
+		}
+	}()
+	eventually(t, time.Minute, 500*time.Millisecond, "prometheus ready", func() error {
+		select {
+		case <-done:
+			t.Fatal("prometheus exited")
+		default:
+		}
+		_, err := httpGet(base + "/-/ready")
+		return err
+	})
+
+	// Files: riptides-demo created three times (created, removed, created
+	// again: every creation counts), other once, in a directory of its own.
+	g.must(t, `set -e; d=/srv/fw-prom; mkdir -p $d
+for i in 1 2 3; do touch $d/riptides-demo; rm $d/riptides-demo; done
+touch $d/other`)
+	want := map[string]float64{"riptides-demo": 3, "other": 1}
+
+	query := func(q string) ([]promSample, error) {
+		body, err := httpGet(base + "/api/v1/query?query=" + url.QueryEscape(q))
+		if err != nil {
+			return nil, fmt.Errorf("%v: %s", err, body)
+		}
+		var r promResponse
+		if err := json.Unmarshal([]byte(body), &r); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", body, err)
+		}
+		if r.Status != "success" {
+			return nil, fmt.Errorf("query %s: %s", q, body)
+		}
+		return r.Data.Result, nil
+	}
+	eventually(t, 90*time.Second, time.Second, "Prometheus stores file_created_total for /srv/fw-prom", func() error {
+		res, err := query(`file_created_total{job="filewatcher", path="/srv/fw-prom"}`)
+		if err != nil {
+			return err
+		}
+		got := map[string]float64{}
+		for _, s := range res {
+			v, err := strconv.ParseFloat(s.Value[1].(string), 64)
+			if err != nil {
+				return err
+			}
+			if s.Metric["instance"] != g.exporterAddr {
+				return fmt.Errorf("series %v: instance %q, want %q", s.Metric, s.Metric["instance"], g.exporterAddr)
+			}
+			got[s.Metric["name"]] = v
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			return fmt.Errorf("got %v, want %v", got, want)
+		}
+		return nil
+	})
+
+	// The target is healthy and the example rules loaded and evaluate.
+	res, err := query(`up{job="filewatcher"}`)
+	if err != nil || len(res) != 1 || res[0].Value[1] != "1" {
+		t.Errorf("up{job=filewatcher} = %v (%v), want 1", res, err)
+	}
+	body, err := httpGet(base + "/api/v1/rules")
+	if err != nil {
+		t.Fatalf("rules API: %v", err)
+	}
+	var rr struct {
+		Data struct {
+			Groups []struct {
+				Rules []struct {
+					Name, Health, LastError string
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(body), &rr); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, grp := range rr.Data.Groups {
+		for _, r := range grp.Rules {
+			n++
+			if r.Health == "err" {
+				t.Errorf("rule %s: %s", r.Name, r.LastError)
+			}
+		}
+	}
+	if n < 4 {
+		t.Errorf("Prometheus loaded %d rules from rules.yml, want at least 4", n)
+	}
+
+	// The exporter's exposition passes promtool's linter.
+	text, err = httpGet("http://" + g.exporterAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := exec.Command("promtool", "check", "metrics")
+	check.Stdin = strings.NewReader(text)
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+type promSample struct {
+	Metric map[string]string `json:"metric"`
+	Value  [2]any            `json:"value"`
+}
+
+type promResponse struct {
+	Status string `json:"status"`
+	Data   struct {
+		Result []promSample `json:"result"`
+	} `json:"data"`
+}
