@@ -15,6 +15,8 @@ RUN_DIR ?= $(CURDIR)/.cache/run
 FUZZTIME ?= 10s
 # Kernels the VM end-to-end tests boot.
 E2E_KERNELS ?= 6.1 6.12
+# ... and the arm64 kernels (qemu-system-aarch64 -M virt; empty: no arm64 guests).
+E2E_ARM64_KERNELS ?= 6.1 6.12
 
 GO ?= go
 BIN := bin
@@ -31,7 +33,17 @@ setup: ## install every system package, Go module and npm package the project ne
 	@scripts/setup.sh
 
 .PHONY: all
-all: loader exporter kmod-if-headers ## build everything: loader, exporter, and the module where kernel headers exist
+ifeq ($(ARCH),arm64)
+all: cross-arm64
+else
+all: loader exporter kmod-if-headers ## build everything: loader, exporter, and the module where kernel headers exist (ARCH=arm64: see cross-arm64)
+endif
+
+# make ARCH=arm64 (= make cross-arm64): the module, built against Debian's cloud-arm64 6.1 headers from
+# the kernel cache (test/vm/kernels.sh) unless KDIR is given, and the static loader and tail, into bin/linux-arm64/.
+.PHONY: cross-arm64
+cross-arm64: ## cross-build for arm64 into bin/linux-arm64/: filewatcher.ko (KDIR=arm64 headers, default Debian's 6.1 cloud-arm64) + static loader and tail
+	KDIR="$(if $(filter command line environment,$(origin KDIR)),$(KDIR))" scripts/cross-arm64.sh
 
 .PHONY: loader
 loader: $(LOADER) $(TAIL) ## build the static binaries bin/filewatcher-loader and bin/filewatcher-tail
@@ -103,8 +115,9 @@ test-unit: loader ## Go and TypeScript unit and integration tests (no VM)
 	npm test
 
 .PHONY: test-e2e
-test-e2e: loader exporter ## end-to-end tests on real Debian kernels in qemu (E2E_KERNELS="6.1 6.12")
-	FILEWATCHER_E2E_KERNELS="$(E2E_KERNELS)" $(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e/
+test-e2e: loader exporter ## end-to-end tests on real Debian kernels in qemu (E2E_KERNELS amd64, E2E_ARM64_KERNELS arm64)
+	$(if $(strip $(E2E_KERNELS)),FILEWATCHER_E2E_ARCH=amd64 FILEWATCHER_E2E_KERNELS="$(E2E_KERNELS)" $(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e/)
+	$(if $(strip $(E2E_ARM64_KERNELS)),FILEWATCHER_E2E_ARCH=arm64 FILEWATCHER_E2E_KERNELS="$(E2E_ARM64_KERNELS)" $(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e/)
 
 .PHONY: test-deploy
 test-deploy: loader exporter ## deployment: systemd-analyze/promtool/compose checks, systemd guest + Prometheus e2e

@@ -22,7 +22,7 @@ apt_packages=(
 	xz-utils cpio               # unpack guest kernel modules, build initramfs
 	busybox-static              # (host copy; guests use the cached one per arch)
 	qemu-system-x86             # boot Debian kernels for the kernel e2e tests
-	qemu-system-arm gcc-aarch64-linux-gnu # arm64 guests and cross-builds
+	qemu-system-arm             # arm64 guests
 	clang llvm libbpf-dev       # regenerate the eBPF object (make generate)
 	protobuf-compiler           # regenerate protobuf code (make generate)
 	prometheus                  # real Prometheus + promtool for e2e tests
@@ -31,6 +31,13 @@ apt_packages=(
 	docker-compose              # validate docker-compose.yml (no engine needed)
 	curl ca-certificates git
 )
+
+# The cross-compiler for the other architecture the VM tests boot (on an
+# arm64 host gcc-aarch64-linux-gnu is only a virtual package of gcc).
+case "$(dpkg --print-architecture)" in
+amd64) apt_packages+=(gcc-aarch64-linux-gnu) ;;
+arm64) apt_packages+=(gcc-x86-64-linux-gnu qemu-system-x86) ;;
+esac
 
 missing=()
 for p in "${apt_packages[@]}"; do

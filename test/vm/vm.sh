@@ -3,7 +3,7 @@
 # loader, and run commands in them. The host that builds filewatcher cannot
 # load kernel modules; a guest kernel can. See test/vm/README.md.
 #
-#   vm.sh up --kernel 6.1|6.12 [--arch amd64|arm64] [--name NAME]
+#   vm.sh up --kernel 6.1|6.12 [--arch amd64|arm64 (default: the host's)] [--name NAME]
 #            [--add HOST_PATH[:GUEST_PATH]]... [--no-loader] [--no-module]
 #            [--loader-args "ARGS"] [--kernel-args "ARGS"] [--timeout SECONDS]
 #            [--ttl SECONDS]
@@ -97,7 +97,7 @@ build_go() {
 }
 
 cmd_up() {
-	local series='' arch=amd64 name=default loader=1 module=1 loader_args='' kernel_args='' timeout=300 ttl=0
+	local series='' arch=$(host_arch) name=default loader=1 module=1 loader_args='' kernel_args='' timeout=300 ttl=0
 	local adds=()
 	while [ $# -gt 0 ]; do
 		case "$1" in
@@ -150,10 +150,12 @@ cmd_up() {
 	say "building guest agent ($arch)"
 	build_go "$arch" "$out/agent" ./test/vm/agent
 	build_go "$(host_arch)" "$vmroot/bin/agent-host" ./test/vm/agent
-	flock -u "$buildfd"
 
+	# Still under the build lock: another up of the same kernel would rebuild
+	# (rm -rf) the module and rewrite the binaries while they are copied.
 	local initrd=$state/initramfs.cpio
 	make_initramfs "$kdir" "$arch" "$state" "$initrd" "$module" "$loader" "$loader_args" "$kmod_dir" "$out" "${adds[@]}"
+	flock -u "$buildfd"
 
 	boot "$kdir" "$arch" "$state" "$initrd" "$ttl" "$kernel_args"
 	local grpc_port agent_port
