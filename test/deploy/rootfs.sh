@@ -84,6 +84,10 @@ if [ -f "$dir/.complete" ]; then
 	exit 0
 fi
 
+# From here on stdout is the build's chatter (mke2fs prints even with -q):
+# send it to stderr and keep the real stdout for the one line callers read.
+exec 3>&1 1>&2
+
 # Recipe. Packages: systemd as PID 1, udev to autoload the virtio-net module,
 # kmod for modprobe/rmmod, iproute2 and procps for debugging a failed run.
 packages=systemd-sysv,udev,kmod,iproute2,procps
@@ -196,4 +200,4 @@ for old in "$base"/*/; do
 done
 touch "$dir/.complete"
 echo "rootfs.sh: built $dir in $(($(date +%s) - start)) s" >&2
-echo "$dir"
+echo "$dir" >&3
