@@ -1,6 +1,7 @@
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { decodeSubscribeResponse } from './decode';
 import type { ProtoGrpcType } from './generated/filewatcher';
 
 /** PROTO_DIR is the repository's proto/ folder, found relative to this file (src/ or dist/). */
@@ -27,9 +28,16 @@ export const PROTO_LOADER_OPTIONS: protoLoader.Options = {
   includeDirs: [PROTO_DIR],
 };
 
-/** loadApi loads filewatcher.v1 at run time from the .proto file. */
+/**
+ * loadApi loads filewatcher.v1 at run time from the .proto file. Subscribe's
+ * messages are decoded by decodeSubscribeResponse, to the same objects as
+ * proto-loader's deserializer but several times faster (that deserializer was
+ * about half of the exporter's CPU time per event).
+ */
 export function loadApi(): ProtoGrpcType {
   const definition = protoLoader.loadSync(PROTO_FILE, PROTO_LOADER_OPTIONS);
+  const service = definition['filewatcher.v1.EventService'] as protoLoader.ServiceDefinition;
+  service.Subscribe = { ...service.Subscribe, responseDeserialize: decodeSubscribeResponse };
   return grpc.loadPackageDefinition(definition) as unknown as ProtoGrpcType;
 }
 

@@ -4,8 +4,9 @@
 //   node exporter/dist/bench/run.js throughput [RATE...]   events/s, CPU µs/event, loss
 //   node exporter/dist/bench/run.js memory [MAX_SERIES...]  RSS after 1,000,000 distinct paths
 //   node exporter/dist/bench/run.js pipeline                 the exporter's own work per event, in
-//       process: proto-loader's deserializer + sequence accounting + series table, on one core,
-//       with no transport (what the exporter could take if the loader sent faster)
+//       process: decoding (decode.ts; and proto-loader's deserializer, for comparison) + sequence
+//       accounting + series table, on one core, with no transport (what the exporter could take
+//       if the loader sent faster)
 //
 // The exporter runs as its own process (node exporter/dist/main.js), so its
 // CPU time and RSS are read from /proc without the benchmark's own.
@@ -19,6 +20,7 @@ import type {
   SubscribeResponse,
   SubscribeResponse__Output,
 } from '../generated/filewatcher/v1/SubscribeResponse';
+import { decodeSubscribeResponse } from '../decode';
 import { LabelMapper } from '../labels';
 import { PROTO_FILE, PROTO_LOADER_OPTIONS } from '../proto';
 import { SeriesTable } from '../series';
@@ -169,7 +171,7 @@ async function memory(maxSeries: number): Promise<void> {
 }
 
 /** pipeline measures the exporter's in-process work per event and prints it. */
-export function pipeline(batch = 1024, seconds = 5): void {
+export function pipeline(batch = 1024, seconds = 5, protobufjs = false): void {
   const definition = protoLoader.loadSync(PROTO_FILE, PROTO_LOADER_OPTIONS);
   const method = (definition['filewatcher.v1.EventService'] as protoLoader.ServiceDefinition)
     .Subscribe;
@@ -206,12 +208,16 @@ export function pipeline(batch = 1024, seconds = 5): void {
     10_000,
   );
   const tracker = new SequenceTracker();
+  // What the exporter uses, or proto-loader's own deserializer (for comparison).
+  const decode = protobufjs
+    ? (b: Buffer) => method.responseDeserialize(b) as SubscribeResponse__Output
+    : decodeSubscribeResponse;
   let events = 0;
   const start = process.hrtime.bigint();
   const deadline = start + BigInt(seconds * 1e9);
   while (process.hrtime.bigint() < deadline) {
     for (const bytes of messages) {
-      const response = method.responseDeserialize(bytes) as SubscribeResponse__Output;
+      const response = decode(bytes);
       const evs = response.events;
       tracker.reset();
       tracker.observe(evs[0].sequence, evs[evs.length - 1].sequence);
@@ -222,7 +228,7 @@ export function pipeline(batch = 1024, seconds = 5): void {
   }
   const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
   console.log(
-    `batch=${batch} events=${events} events_per_s=${Math.round(events / elapsed)} us_per_event=${((elapsed * 1e6) / events).toFixed(2)}`,
+    `batch=${batch}${protobufjs ? ' decoder=protobufjs' : ''} events=${events} events_per_s=${Math.round(events / elapsed)} us_per_event=${((elapsed * 1e6) / events).toFixed(2)}`,
   );
 }
 
@@ -238,6 +244,7 @@ async function main(): Promise<void> {
   } else if (mode === 'pipeline') {
     pipeline(256);
     pipeline(1024);
+    pipeline(1024, 5, true);
   } else if (mode === 'memory') {
     for (const cap of args.length > 0 ? args.map(Number) : [10_000, 100_000]) await memory(cap);
   } else {
