@@ -54,18 +54,7 @@ kdir=$("$repo/test/vm/kernels.sh" fetch --kernel "$series")
 release=$(cat "$kdir/release")
 
 # The Debian mirror the host already uses (read, never changed).
-debian_uri() {
-	local uri
-	uri=$(grep -hE '^\s*URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null |
-		awk '{print $2}' | grep -v -- '-security' | head -n1 || true)
-	if [ -z "$uri" ]; then
-		uri=$(grep -hE '^\s*deb\s' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-			sed -E 's/^\s*deb\s+(\[[^]]*\]\s+)?//' | awk '{print $1}' | grep -v -- '-security' | head -n1 || true)
-	fi
-	[ -n "$uri" ] || die "cannot find the host's Debian mirror in /etc/apt"
-	echo "$uri"
-}
-uri=$(debian_uri)
+uri=$("$repo/test/vm/kernels.sh" mirror)
 
 key=$( { cat "${BASH_SOURCE[0]}"; echo "$release $uri"; sha256sum <"$node"; } | sha256sum | cut -c1-16)
 base=$cache/systemd-guest

@@ -16,11 +16,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/filewatcher/filewatcher/internal/testutil"
 	fwv1 "github.com/filewatcher/filewatcher/proto/filewatcher/v1"
 	"github.com/filewatcher/filewatcher/test/vm/agent/vmagent"
 )
@@ -204,7 +204,7 @@ func testSideBySide(t *testing.T, g *guest, exp *exporter) {
 type exporter struct {
 	url  string // http://127.0.0.1:PORT
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *testutil.SyncBuffer
 	done chan struct{} // closed when the process has exited
 	err  error         // cmd.Wait's result, once done
 	// scenarios are those of the tests since it subscribed: every file
@@ -247,7 +247,7 @@ func startExporter(t *testing.T, loader string, flags ...string) *exporter {
 	args := append([]string{main, "--loader", loader, "--listen", "127.0.0.1:0", "--log-format", "json"}, flags...)
 	cmd := exec.Command(node, args...)
 	cmd.Dir = repoRoot
-	e := &exporter{cmd: cmd, log: &syncBuffer{}, done: make(chan struct{})}
+	e := &exporter{cmd: cmd, log: &testutil.SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = e.log, e.log
 	// The exporter dies with the test binary, even on SIGKILL or a timeout panic.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
@@ -458,23 +458,3 @@ func promtoolCheck(t *testing.T, text string) {
 		t.Errorf("promtool check metrics: %v\n%s\nexposition:\n%s", err, out, text)
 	}
 }
-
-// syncBuffer is a bytes.Buffer safe for a process's output and a reader.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) Bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return bytes.Clone(b.buf.Bytes())
-}
-
-func (b *syncBuffer) String() string { return string(b.Bytes()) }

@@ -16,6 +16,9 @@
 #         busybox   a static busybox for that architecture
 #   test/vm/kernels.sh path --kernel 6.1|6.12 [--arch amd64|arm64]
 #       Print the directory without fetching.
+#   test/vm/kernels.sh mirror
+#       Print the Debian mirror the host's apt uses (other guest builders,
+#       such as test/deploy/rootfs.sh, fetch from the same one).
 #
 # Environment: FILEWATCHER_CACHE (default: <repo>/.cache).
 set -euo pipefail
@@ -26,9 +29,26 @@ cache=${FILEWATCHER_CACHE:-$repo/.cache}
 
 die() { echo "kernels.sh: $*" >&2; exit 1; }
 
+# The Debian mirror the host already uses (read, never changed).
+debian_uri() {
+	local uri
+	uri=$(grep -hE '^\s*URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null |
+		awk '{print $2}' | grep -v -- '-security' | head -n1 || true)
+	if [ -z "$uri" ]; then
+		uri=$(grep -hE '^\s*deb\s' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+			sed -E 's/^\s*deb\s+(\[[^]]*\]\s+)?//' | awk '{print $1}' | grep -v -- '-security' | head -n1 || true)
+	fi
+	[ -n "$uri" ] || die "cannot find the host's Debian mirror in /etc/apt"
+	echo "$uri"
+}
+
 cmd=${1:-}
-[ -n "$cmd" ] || die "usage: kernels.sh fetch|path --kernel 6.1|6.12 [--arch amd64|arm64]"
+[ -n "$cmd" ] || die "usage: kernels.sh fetch|path|mirror --kernel 6.1|6.12 [--arch amd64|arm64]"
 shift
+if [ "$cmd" = mirror ]; then
+	debian_uri
+	exit 0
+fi
 series=6.1
 arch=amd64
 while [ $# -gt 0 ]; do
@@ -70,19 +90,6 @@ fi
 
 command -v apt-get >/dev/null || die "apt-get not found: the kernel cache needs Debian's apt (run make setup)"
 command -v dpkg >/dev/null || die "dpkg not found"
-
-# The Debian mirror the host already uses (read, never changed).
-debian_uri() {
-	local uri
-	uri=$(grep -hE '^\s*URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null |
-		awk '{print $2}' | grep -v -- '-security' | head -n1 || true)
-	if [ -z "$uri" ]; then
-		uri=$(grep -hE '^\s*deb\s' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-			sed -E 's/^\s*deb\s+(\[[^]]*\]\s+)?//' | awk '{print $1}' | grep -v -- '-security' | head -n1 || true)
-	fi
-	[ -n "$uri" ] || die "cannot find the host's Debian mirror in /etc/apt"
-	echo "$uri"
-}
 
 # Private apt state: its own sources, lists, cache and an empty dpkg status,
 # so nothing the host's apt knows changes.

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/filewatcher/filewatcher/internal/testutil"
 	pb "github.com/filewatcher/filewatcher/proto/filewatcher/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -26,7 +27,7 @@ import (
 func loader(t testing.TB, args ...string) (addr string, stop func() (int, string)) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var logs syncBuffer
+	var logs testutil.SyncBuffer
 	ready := make(chan net.Addr, 1)
 	exit := make(chan int, 1)
 	go func() {
@@ -55,23 +56,6 @@ func loader(t testing.TB, args ...string) (addr string, stop func() (int, string
 	}
 	t.Cleanup(func() { stop() })
 	return addr, stop
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func dial(t testing.TB, addr string) *grpc.ClientConn {

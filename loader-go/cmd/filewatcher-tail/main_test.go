@@ -9,10 +9,10 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/filewatcher/filewatcher/internal/testutil"
 	"github.com/filewatcher/filewatcher/loader-go/internal/access"
 	"github.com/filewatcher/filewatcher/loader-go/internal/hub"
 	"github.com/filewatcher/filewatcher/loader-go/internal/server"
@@ -70,24 +70,6 @@ type source struct{}
 
 func (source) FillStatus(r *pb.GetStatusResponse) { r.Source = "test" }
 
-// syncBuffer is stdout shared between tail's goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // line is any output line.
 type line struct {
 	Type          string   `json:"type"`
@@ -139,7 +121,7 @@ func parseLines(t *testing.T, out string) []line {
 
 func runTail(t *testing.T, ctx context.Context, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
-	var out, errOut syncBuffer
+	var out, errOut testutil.SyncBuffer
 	code = run(ctx, args, &out, &errOut)
 	return code, out.String(), errOut.String()
 }
@@ -224,7 +206,7 @@ func TestReconnectResumes(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	var out, errOut syncBuffer
+	var out, errOut testutil.SyncBuffer
 	done := make(chan int)
 	go func() {
 		done <- run(ctx, []string{"--loader", srv.addr, "--reconnect", "--count", "30", "--batch-delay", "1ms"}, &out, &errOut)
