@@ -124,8 +124,16 @@ test-deploy: loader exporter ## deployment: systemd-analyze/promtool/compose che
 	test/deploy/check.sh
 	$(GO) test -tags e2e -count=1 -timeout 20m -v ./test/deploy/
 
+.PHONY: bench
+bench: setup loader exporter ## measure throughput, overhead and cost (host + qemu guest) and write BENCHMARKS.md
+	bench/run.sh
+
+.PHONY: bench-smoke
+bench-smoke: loader exporter ## run every benchmark once with tiny counts: checks the machinery, never timing
+	bench/run.sh --smoke
+
 .PHONY: test
-test: setup lint test-unit test-e2e test-deploy ## run every test (installs what is missing first)
+test: setup lint test-unit test-e2e test-deploy bench-smoke ## run every test (installs what is missing first)
 
 .PHONY: clean
 clean: ## remove build outputs (keeps the kernel cache in .cache/kernels)
