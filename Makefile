@@ -99,7 +99,7 @@ uninstall: ## stop, disable and remove what make install installed
 
 .PHONY: lint
 lint: ## formatters and linters: gofmt, go vet, tsc, eslint, prettier, buf lint/breaking, shell syntax
-	@out=$$(gofmt -l loader-go proto test); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l loader-go proto test bench internal); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet -tags e2e ./...
 	npm run --silent lint
 	proto/check.sh
@@ -126,11 +126,11 @@ test-deploy: loader exporter ## deployment: systemd-analyze/promtool/compose che
 
 .PHONY: bench
 bench: setup loader exporter ## measure throughput, overhead and cost (host + qemu guest) and write BENCHMARKS.md
-	bench/run.sh
+	FWBENCH_LOADER=$(LOADER) bench/run.sh
 
 .PHONY: bench-smoke
 bench-smoke: loader exporter ## run every benchmark once with tiny counts: checks the machinery, never timing
-	bench/run.sh --smoke
+	FWBENCH_LOADER=$(LOADER) bench/run.sh --smoke
 
 .PHONY: test
 test: setup lint test-unit test-e2e test-deploy bench-smoke ## run every test (installs what is missing first)

@@ -29,6 +29,7 @@ apt_packages=(
 	debootstrap e2fsprogs       # systemd guest root filesystem
 	systemd                     # systemd-analyze verify of the units
 	docker-compose              # validate docker-compose.yml (no engine needed)
+	bpftrace linux-perf         # make bench: the peer on the same tracepoint, the loader's profile
 	curl ca-certificates git
 )
 
