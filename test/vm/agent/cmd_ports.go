@@ -2,14 +2,13 @@ package main
 
 import (
 	"fmt"
-	"net"
 	"strconv"
+
+	"github.com/filewatcher/filewatcher/test/vm/agent/vmagent"
 )
 
-// cmdPorts prints n distinct TCP ports that are free on 127.0.0.1 right now.
-// All listeners stay open until every port is chosen, so the ports differ;
-// another process may still take one before qemu binds it, which vm.sh
-// handles by retrying with new ports.
+// cmdPorts prints n distinct TCP ports that are free on 127.0.0.1 right now
+// (vm.sh retries with new ports if qemu cannot bind one).
 func cmdPorts(args []string) error {
 	n := 1
 	if len(args) > 0 {
@@ -19,19 +18,12 @@ func cmdPorts(args []string) error {
 		}
 		n = v
 	}
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return fmt.Errorf("find a free port: %w", err)
-		}
-		ls = append(ls, l)
-		fmt.Println(l.Addr().(*net.TCPAddr).Port)
+	ports, err := vmagent.FreePorts(n)
+	if err != nil {
+		return err
+	}
+	for _, p := range ports {
+		fmt.Println(p)
 	}
 	return nil
 }
