@@ -1,10 +1,11 @@
 import type http from 'node:http';
-import type { Attributes, ObservableResult } from '@opentelemetry/api';
+import type { ObservableResult } from '@opentelemetry/api';
 import type { Config } from './config';
 import { boundAddress, closeHttpServer, startHttpServer } from './http';
 import { LabelMapper } from './labels';
 import type { Logger } from './log';
-import { FILE_CREATED, createStreamMetrics, createTelemetry } from './metrics';
+import { MetricsHandler } from './exposition';
+import { createStreamMetrics, createTelemetry } from './metrics';
 import type { Telemetry } from './metrics';
 import { SeriesTable } from './series';
 import { LoaderStream } from './stream';
@@ -25,7 +26,7 @@ export class Exporter {
 
   /** start builds everything, starts listening and begins subscribing. */
   static async start(config: Config, log: Logger, version = ''): Promise<Exporter> {
-    const telemetry = createTelemetry(config.maxSeries, version);
+    const telemetry = createTelemetry(version);
     const { meter } = telemetry;
     const mapper = new LabelMapper({
       pathLabel: config.pathLabel,
@@ -33,9 +34,6 @@ export class Exporter {
       nameLabel: config.nameLabel,
     });
     const series = new SeriesTable(mapper, config.maxSeries);
-    const filesCreated = meter.createCounter(FILE_CREATED, {
-      description: 'Number of files created',
-    });
     const stream = new LoaderStream({
       target: config.loader.target,
       batchSize: config.batchSize,
@@ -52,16 +50,9 @@ export class Exporter {
     });
     registerObservables(telemetry, stream, series);
 
-    const add = (value: number, attributes: Attributes): void =>
-      filesCreated.add(value, attributes);
     const server = await startHttpServer(config.listen, {
       metricsPath: config.metricsPath,
-      metrics: (req, res) => {
-        // Counts are aggregated in the series table and handed to the
-        // counter once per series, just before each collection.
-        series.flush(add);
-        telemetry.prometheus.getMetricsRequestHandler(req, res);
-      },
+      metrics: new MetricsHandler(telemetry, series, log).handle,
       notReadyReason: () => (stream.ready ? undefined : `loader stream ${stream.state}`),
     });
     const exporter = new Exporter(stream, series, telemetry, server, log);

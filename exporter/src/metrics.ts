@@ -6,9 +6,6 @@ import { MeterProvider } from '@opentelemetry/sdk-metrics';
 /** METER_NAME is the instrumentation scope of every metric: otel_scope_name="filewatcher". */
 export const METER_NAME = 'filewatcher';
 
-/** FILE_CREATED is the counter of the original design. */
-export const FILE_CREATED = 'file_created_total';
-
 /** Telemetry is the OpenTelemetry pipeline: a MeterProvider read by a pull-mode Prometheus exporter. */
 export interface Telemetry {
   provider: MeterProvider;
@@ -17,13 +14,12 @@ export interface Telemetry {
 }
 
 /**
- * createTelemetry builds the pipeline. The Prometheus exporter's own server is
- * not started: our HTTP server routes /metrics to it beside /healthz and
- * /readyz, on one port. The cardinality limit of file_created_total is raised
- * above our own cap (SeriesTable) so that the SDK never folds series itself;
- * the SDK default (2000) would otherwise overflow before our cap does.
+ * createTelemetry builds the pipeline of the exporter's own metrics. The
+ * Prometheus exporter's server is not started: our HTTP server serves its
+ * collections on /metrics, followed by file_created_total (SeriesTable, which
+ * renders itself), beside /healthz and /readyz, on one port.
  */
-export function createTelemetry(maxSeries: number, version: string): Telemetry {
+export function createTelemetry(version: string): Telemetry {
   const prometheus = new PrometheusExporter({ preventServerStart: true });
   const provider = new MeterProvider({
     resource: resourceFromAttributes({
@@ -31,7 +27,6 @@ export function createTelemetry(maxSeries: number, version: string): Telemetry {
       'service.version': version,
     }),
     readers: [prometheus],
-    views: [{ instrumentName: FILE_CREATED, aggregationCardinalityLimit: maxSeries + 16 }],
   });
   return { provider, prometheus, meter: provider.getMeter(METER_NAME) };
 }

@@ -1,46 +1,111 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import type { Attributes } from '@opentelemetry/api';
+import { PrometheusExporter, PrometheusSerializer } from '@opentelemetry/exporter-prometheus';
+import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { LabelMapper } from './labels';
-import { OVERFLOW_ATTRIBUTES, SeriesTable } from './series';
+import type { LabelPolicy } from './labels';
+import { METER_NAME } from './metrics';
+import { FILE_CREATED, OVERFLOW_ATTRIBUTES, SeriesTable } from './series';
+import { promtoolCheck } from './testing/helpers';
 
-function table(limit: number): SeriesTable {
-  return new SeriesTable(
-    new LabelMapper({ pathLabel: 'full', pathDepth: 3, nameLabel: true }),
-    limit,
-  );
+const FULL: LabelPolicy = { pathLabel: 'full', pathDepth: 3, nameLabel: true };
+const SCOPE = `otel_scope_name="${METER_NAME}"`;
+
+function table(limit: number, policy: LabelPolicy = FULL): SeriesTable {
+  return new SeriesTable(new LabelMapper(policy), limit);
 }
 
-function flushed(t: SeriesTable): Array<[number, Attributes]> {
-  const adds: Array<[number, Attributes]> = [];
-  t.flush((value, attributes) => adds.push([value, attributes]));
-  return adds;
+/** exposition is the whole text of file_created_total. */
+function exposition(t: SeriesTable, chunkBytes?: number): string {
+  return [...t.chunks(chunkBytes)].join('');
+}
+
+/** samples are the sample lines of file_created_total. */
+function samples(t: SeriesTable): string[] {
+  return exposition(t)
+    .split('\n')
+    .filter((l) => l.startsWith(FILE_CREATED));
+}
+
+/** otelExposition is what the OpenTelemetry SDK and its Prometheus serializer make of the same counts. */
+async function otelExposition(
+  counts: Array<[Buffer, number]>,
+  policy: LabelPolicy,
+): Promise<string> {
+  const reader = new PrometheusExporter({ preventServerStart: true });
+  const provider = new MeterProvider({
+    readers: [reader],
+    views: [{ instrumentName: FILE_CREATED, aggregationCardinalityLimit: 1_000_000 }],
+  });
+  const counter = provider.getMeter(METER_NAME).createCounter(FILE_CREATED, {
+    description: 'Number of files created',
+  });
+  const mapper = new LabelMapper(policy);
+  for (const [path, n] of counts) counter.add(n, mapper.labels(path, 0));
+  const { resourceMetrics } = await reader.collect();
+  await provider.shutdown();
+  const text = new PrometheusSerializer().serialize(resourceMetrics);
+  // Drop target_info: the resource is not SeriesTable's business.
+  return text.slice(text.indexOf(`# HELP ${FILE_CREATED}`));
+}
+
+/** randomPath is an absolute path of 1-4 components of arbitrary bytes (no NUL), odd ones often. */
+function randomPath(rand: () => number): Buffer {
+  const odd = [0x61, 0x5c, 0x22, 0x0a, 0x0d, 0x20, 0x7b, 0x3d, 0x2c, 0xc3, 0xa9, 0xff, 0x80, 0xe2];
+  const bytes: number[] = [];
+  const depth = 1 + Math.floor(rand() * 4);
+  for (let d = 0; d < depth; d++) {
+    bytes.push(0x2f);
+    const len = Math.floor(rand() * 12);
+    for (let i = 0; i < len; i++) {
+      const b = rand() < 0.5 ? odd[Math.floor(rand() * odd.length)] : 1 + Math.floor(rand() * 255);
+      bytes.push(b === 0x2f ? 0x5f : b);
+    }
+  }
+  return Buffer.from(bytes);
+}
+
+/** mulberry32: a seeded generator, so that a failure can be replayed. */
+function seeded(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
 }
 
 describe('SeriesTable', () => {
-  it('aggregates events per label set and hands each sum over once', () => {
+  it('counts events per label set, cumulatively', () => {
     const t = table(10);
     for (let i = 0; i < 1000; i++) t.record(Buffer.from(`/d/f${i % 3}`), 0);
-    assert.deepEqual(flushed(t), [
-      [334, { name: 'f0', path: '/d' }],
-      [333, { name: 'f1', path: '/d' }],
-      [333, { name: 'f2', path: '/d' }],
+    assert.deepEqual(samples(t), [
+      `file_created_total{name="f0",path="/d",${SCOPE}} 334`,
+      `file_created_total{name="f1",path="/d",${SCOPE}} 333`,
+      `file_created_total{name="f2",path="/d",${SCOPE}} 333`,
     ]);
-    assert.deepEqual(flushed(t), [], 'a second flush has nothing new');
     t.record(Buffer.from('/d/f1'), 0);
-    assert.deepEqual(flushed(t), [[1, { name: 'f1', path: '/d' }]]);
+    assert.equal(samples(t)[1], `file_created_total{name="f1",path="/d",${SCOPE}} 334`);
   });
 
-  it('caps distinct label sets and counts the rest in one overflow series', () => {
+  it('announces the counter even before the first event', () => {
+    assert.equal(
+      exposition(table(10)),
+      '# HELP file_created_total Number of files created\n# TYPE file_created_total counter\n',
+    );
+  });
+
+  it('caps distinct label sets and counts the rest in one overflow series, last', () => {
     const t = table(2);
     for (const p of ['/a/1', '/a/2', '/a/3', '/a/4', '/a/1', '/a/3']) t.record(Buffer.from(p), 0);
-    assert.deepEqual(flushed(t), [
-      [2, { name: '1', path: '/a' }],
-      [1, { name: '2', path: '/a' }],
-      [3, OVERFLOW_ATTRIBUTES],
+    assert.deepEqual(samples(t), [
+      `file_created_total{name="1",path="/a",${SCOPE}} 2`,
+      `file_created_total{name="2",path="/a",${SCOPE}} 1`,
+      `file_created_total{otel_metric_overflow="true",${SCOPE}} 3`,
     ]);
     assert.equal(t.size, 2);
     assert.equal(t.overflowEvents, 3);
+    assert.deepEqual(OVERFLOW_ATTRIBUTES, { 'otel.metric.overflow': true });
   });
 
   it('does not grow past the cap however many distinct paths arrive', () => {
@@ -48,8 +113,75 @@ describe('SeriesTable', () => {
     for (let i = 0; i < 100_000; i++) t.record(Buffer.from(`/dir${i}/file`), 0);
     assert.equal(t.size, 100);
     assert.equal(t.overflowEvents, 100_000 - 100);
-    const adds = flushed(t);
-    assert.equal(adds.length, 101);
-    assert.deepEqual(adds[100], [99_900, OVERFLOW_ATTRIBUTES]);
+    const lines = samples(t);
+    assert.equal(lines.length, 101);
+    assert.equal(lines[100], `file_created_total{otel_metric_overflow="true",${SCOPE}} 99900`);
+  });
+
+  it('counts byte strings that render to the same labels in one series', () => {
+    const t = table(10);
+    t.record(Buffer.from('/d/\xff', 'latin1'), 0);
+    t.record(Buffer.from('/d/\\xff'), 0); // literally backslash, x, f, f
+    t.record(Buffer.from('/f'), 0);
+    t.record(Buffer.from('//f'), 0);
+    assert.deepEqual(samples(t), [
+      `file_created_total{name="\\\\xff",path="/d",${SCOPE}} 2`,
+      `file_created_total{name="f",path="/",${SCOPE}} 2`,
+    ]);
+    assert.equal(t.size, 2);
+  });
+
+  for (const policy of [
+    FULL,
+    { pathLabel: 'depth', pathDepth: 2, nameLabel: true },
+    { pathLabel: 'none', pathDepth: 3, nameLabel: false },
+  ] satisfies LabelPolicy[]) {
+    it(`renders exactly what the OpenTelemetry serializer renders (${JSON.stringify(policy)})`, async () => {
+      const rand = seeded(20261127);
+      const t = table(1_000_000, policy);
+      const counts = new Map<string, [Buffer, number]>();
+      for (let i = 0; i < 2000; i++) {
+        const path = randomPath(rand);
+        const n = 1 + Math.floor(rand() * 5);
+        for (let k = 0; k < n; k++) t.record(path, 0);
+        const key = path.toString('latin1');
+        const c = counts.get(key);
+        if (c === undefined) counts.set(key, [path, n]);
+        else c[1] += n;
+      }
+      const ours = exposition(t);
+      const theirs = await otelExposition([...counts.values()], policy);
+      // The SDK orders series by its own hash map; compare header and the set of lines.
+      const split = (s: string): { head: string[]; lines: string[] } => {
+        const all = s.split('\n').filter((l) => l !== '');
+        return { head: all.slice(0, 2), lines: all.slice(2).sort() };
+      };
+      assert.deepEqual(split(ours), split(theirs));
+      assert.equal(split(ours).lines.length, t.size);
+      const check = promtoolCheck(ours);
+      assert.ok(check.ok, check.output);
+    });
+  }
+
+  it('splits the exposition into chunks of about the size asked, reading counts as it goes', () => {
+    const t = table(10_000);
+    for (let i = 0; i < 5000; i++) t.record(Buffer.from(`/dir/file-${i}`), 0);
+    const whole = exposition(t);
+    const chunks = [...t.chunks(4096)];
+    assert.ok(chunks.length > 10, `${chunks.length} chunks`);
+    for (const c of chunks.slice(0, -1)) assert.ok(c.length >= 4096 && c.length < 4096 + 200);
+    assert.equal(chunks.join(''), whole);
+
+    // A chunk carries the counts of when it is built.
+    const it = t.chunks(4096);
+    const first = it.next().value as string;
+    t.record(Buffer.from('/dir/file-0'), 0); // already written
+    t.record(Buffer.from('/dir/file-4999'), 0); // not yet
+    t.record(Buffer.from('/dir/new'), 0); // admitted during the scrape: next scrape
+    const rest = [...it].join('');
+    assert.match(first, /name="file-0",path="\/dir",otel_scope_name="filewatcher"\} 1\n/);
+    assert.match(rest, /name="file-4999",path="\/dir",otel_scope_name="filewatcher"\} 2\n/);
+    assert.doesNotMatch(rest, /name="new"/);
+    assert.match(exposition(t), /name="new",path="\/dir",otel_scope_name="filewatcher"\} 1\n/);
   });
 });

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -86,22 +87,47 @@ func httpGet(ctx context.Context, url string) ([]byte, error) {
 	return body, nil
 }
 
-// Scrape is one GET /metrics.
+// Scrape is one GET /metrics, as Prometheus makes it (gzip accepted).
 type Scrape struct {
-	Duration time.Duration
-	Bytes    int
-	Metrics  Metrics
+	Duration  time.Duration // until the whole body is read and decompressed
+	Bytes     int           // the exposition's size
+	WireBytes int           // what went over the connection (compressed)
+	Metrics   Metrics
 }
 
-// scrape fetches and parses /metrics, timing the whole response.
 func (e *Exporter) scrape(ctx context.Context) (Scrape, error) {
 	start := time.Now()
-	body, err := httpGet(ctx, "http://"+e.Addr+"/metrics")
-	d := time.Since(start)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.Addr+"/metrics", nil)
 	if err != nil {
 		return Scrape{}, err
 	}
-	return Scrape{Duration: d, Bytes: len(body), Metrics: parseMetrics(body)}, nil
+	// Set by hand, so that Go does not decompress transparently and the
+	// compressed size can be read.
+	req.Header.Set("Accept-Encoding", "gzip")
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return Scrape{}, err
+	}
+	defer resp.Body.Close()
+	wire, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return Scrape{}, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return Scrape{}, fmt.Errorf("GET /metrics: %s", resp.Status)
+	}
+	body := wire
+	if resp.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(bytes.NewReader(wire))
+		if err != nil {
+			return Scrape{}, err
+		}
+		if body, err = io.ReadAll(zr); err != nil {
+			return Scrape{}, fmt.Errorf("GET /metrics: gunzip: %w", err)
+		}
+	}
+	d := time.Since(start)
+	return Scrape{Duration: d, Bytes: len(body), WireBytes: len(wire), Metrics: parseMetrics(body)}, nil
 }
 
 // ready reports whether /readyz answers 200 (subscribed to the loader).

@@ -16,8 +16,9 @@ type ScrapeRun struct {
 	Events       float64
 	Series       float64 // filewatcher_exporter_series
 	Overflow     float64 // filewatcher_exporter_overflow_events_total
-	Bytes        int
-	ColdMS       float64 // the first scrape (every series handed to OTel)
+	Bytes        int     // the exposition's size
+	WireBytes    int     // its size gzip-compressed, as sent to Prometheus
+	ColdMS       float64 // the first scrape
 	ColdELDMS    float64
 	ScrapeMS     Sample
 	ELDMaxMS     Sample
@@ -154,7 +155,7 @@ func (b *Bench) scrapeRun(ctx context.Context, r ScrapeRun) (ScrapeRun, error) {
 		r.RSSMB = append(r.RSSMB, mb(rss))
 		r.PeakMB = mb(hwm)
 	}
-	r.Bytes = sc.Bytes
+	r.Bytes, r.WireBytes = sc.Bytes, sc.WireBytes
 	r.Series = sc.Metrics.Sum("filewatcher_exporter_series")
 	r.Overflow = sc.Metrics.Sum("filewatcher_exporter_overflow_events_total")
 	r.Events = sc.Metrics.Sum("filewatcher_exporter_events_received_total")

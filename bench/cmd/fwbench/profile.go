@@ -163,6 +163,8 @@ func workKind(name string) string {
 		return "gRPC and HTTP/2"
 	case has("@opentelemetry/"):
 		return "OpenTelemetry SDK and Prometheus serialization"
+	case has("exporter/dist/exposition.js", "node:zlib", "Gzip", "zlib"):
+		return "/metrics exposition (writing chunks, gzip)"
 	case has("exporter/dist/series.js", "exporter/dist/labels.js", "latin1Slice"):
 		return "series table (label key per event, cap)"
 	case has("exporter/dist/", "exporter-probe.js"):

@@ -333,8 +333,8 @@ func renderUserspace(w *md, u *Userspace, cfg config) {
 		"The loader stamps `time_unix_nano` on each event as it enters the loader (the synthetic source stamps each batch it "+
 		"makes); a probe preloaded into the exporter (`bench/probe/exporter-probe.js`, because the exporter has no latency "+
 		"metric) takes the host's real-time clock once the message's events are counted in the exporter's series table. "+
-		"The exporter hands those counts to the OpenTelemetry counter when it is scraped, so what a Prometheus query sees "+
-		"is this latency plus up to one scrape interval.", len(u.Reference), thousands(float64(u.RefRate)))
+		"The next scrape exports those counts, so what a Prometheus query sees is this latency plus up to one scrape "+
+		"interval.", len(u.Reference), thousands(float64(u.RefRate)))
 	w.p("")
 	p50, p99, p999, mx := Sample{}, Sample{}, Sample{}, Sample{}
 	for _, r := range u.Reference {
@@ -365,20 +365,20 @@ func renderExporter(w *md, x *ExporterScale, cfg config) {
 	w.p("")
 	w.p("**How.** The synthetic loader cycles through every path of a `dirs × names` mix at %s events/s (it keeps "+
 		"running during the scrapes, as in production); the exporter runs with `--max-series 1000000` so that every label set "+
-		"becomes a series. Once the exporter has processed a whole cycle, one first scrape (every series handed to "+
-		"OpenTelemetry for the first time), then %d scrapes one second apart: the time to fetch the whole `/metrics` "+
+		"becomes a series. Once the exporter has processed a whole cycle, one first scrape, then %d scrapes one second "+
+		"apart, each as Prometheus makes it (`Accept-Encoding: gzip`): the time to fetch and decompress the whole `/metrics` "+
 		"response, and the longest event-loop delay around it (`perf_hooks.monitorEventLoopDelay`, 1 ms resolution, in the "+
 		"preloaded probe). RSS is `VmRSS` after each scrape. Each `full`-path series of the mix carries its directory and name "+
 		"as labels (1%% of them ~4 KB long), plus the `<unresolved>` series of names the synthetic source marks unresolved, so "+
 		"the series count is a little above dirs × names.", thousands(float64(cfg.scrapeRate)), cfg.scrapes)
 	w.p("")
-	w.header("", "series", "/metrics size", "first scrape", "scrape time", "event-loop max (first)", "event-loop max", "RSS", "peak RSS")
+	w.header("", "series", "/metrics size (gzip)", "first scrape", "scrape time", "event-loop max (first)", "event-loop max", "RSS", "peak RSS")
 	rows := append([]ScrapeRun{x.Idle}, x.Sizes...) // the profiled run is not a measurement: it is below
 	if x.Cap != nil {
 		rows = append(rows, *x.Cap)
 	}
 	for _, s := range rows {
-		w.row(s.Label, thousands(s.Series), fmt.Sprintf("%.1f MB", float64(s.Bytes)/1e6), fmt.Sprintf("%.0f ms", s.ColdMS),
+		w.row(s.Label, thousands(s.Series), fmt.Sprintf("%.1f MB (%.1f MB)", float64(s.Bytes)/1e6, float64(s.WireBytes)/1e6), fmt.Sprintf("%.0f ms", s.ColdMS),
 			s.ScrapeMS.Format("%.0f ms"), fmt.Sprintf("%.0f ms", s.ColdELDMS), s.ELDMaxMS.Format("%.0f ms"),
 			s.RSSMB.Format("%.0f MB"), fmt.Sprintf("%.0f MB", s.PeakMB))
 	}

@@ -224,7 +224,6 @@ export function pipeline(batch = 1024, seconds = 5, protobufjs = false): void {
       for (const e of evs) series.record(e.path, e.flags);
       events += evs.length;
     }
-    series.flush(() => undefined);
   }
   const elapsed = Number(process.hrtime.bigint() - start) / 1e9;
   console.log(
