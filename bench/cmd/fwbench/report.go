@@ -32,6 +32,14 @@ func (w *md) header(cells ...string) {
 }
 
 func f0(v float64) string { return fmt.Sprintf("%.0f", v) }
+
+// size is a byte count in kB below a megabyte, else in MB (decimal units).
+func size(b int) string {
+	if b < 1e6 {
+		return fmt.Sprintf("%.0f kB", float64(b)/1e3)
+	}
+	return fmt.Sprintf("%.1f MB", float64(b)/1e6)
+}
 func f2(v float64) string { return fmt.Sprintf("%.2f", v) }
 func thousands(v float64) string {
 	s := fmt.Sprintf("%.0f", v)
@@ -378,7 +386,7 @@ func renderExporter(w *md, x *ExporterScale, cfg config) {
 		rows = append(rows, *x.Cap)
 	}
 	for _, s := range rows {
-		w.row(s.Label, thousands(s.Series), fmt.Sprintf("%.1f MB (%.1f MB)", float64(s.Bytes)/1e6, float64(s.WireBytes)/1e6), fmt.Sprintf("%.0f ms", s.ColdMS),
+		w.row(s.Label, thousands(s.Series), size(s.Bytes)+" ("+size(s.WireBytes)+")", fmt.Sprintf("%.0f ms", s.ColdMS),
 			s.ScrapeMS.Format("%.0f ms"), fmt.Sprintf("%.0f ms", s.ColdELDMS), s.ELDMaxMS.Format("%.0f ms"),
 			s.RSSMB.Format("%.0f MB"), fmt.Sprintf("%.0f MB", s.PeakMB))
 	}
