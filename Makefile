@@ -22,7 +22,7 @@ GO ?= go
 BIN := bin
 LOADER := $(BIN)/filewatcher-loader
 TAIL := $(BIN)/filewatcher-tail
-LOADER_SRC := $(shell find loader-go proto -name '*.go' 2>/dev/null) go.mod go.sum
+LOADER_SRC := $(shell find loader-go proto -name '*.go' -o -name '*.o' 2>/dev/null) go.mod go.sum
 
 .PHONY: help
 help: ## list the targets

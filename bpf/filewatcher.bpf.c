@@ -7,7 +7,8 @@
 // path (no NUL, no padding): records are sized to the path, not to PATH_MAX.
 // Nothing is lost silently: an event that cannot be written (ring buffer full)
 // or read (bad tracepoint record) is counted in the per-CPU counters map,
-// which the loader polls and turns into in-band gaps.
+// which the loader polls and turns into in-band gaps. A record wakes the
+// reader only once 1/8 of the ring is unread; the loader also reads on a timer.
 //
 // Built by bpf2go from loader-go/internal/bpfobj (go generate); the generated
 // object is checked in.
@@ -113,7 +114,17 @@ int file_created(struct file_created_ctx *ctx)
 	e->hdr.path_len = path_len;
 	bpf_get_current_comm(e->hdr.comm, sizeof(e->hdr.comm));
 
-	if (bpf_ringbuf_output(&events, e, sizeof(e->hdr) + path_len, 0))
+	// Flags 0 wake the reader for every record written into an empty ring,
+	// i.e. for nearly every file created at ordinary rates, and those
+	// wakeups were most of what watching added to a create (issue 6).
+	// Write without one: the loader drains the ring on a short timer
+	// (drainInterval in loader-go/internal/kernel). Force one once 1/8 of
+	// the ring is unread, so that a burst is read well before it fills.
+	__u64 wakeup = BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >=
+	    bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 8)
+		wakeup = BPF_RB_FORCE_WAKEUP;
+	if (bpf_ringbuf_output(&events, e, sizeof(e->hdr) + path_len, wakeup))
 		c->ringbuf_full++;
 	return 0;
 }

@@ -88,9 +88,12 @@ func TestDecodeMalformed(t *testing.T) {
 }
 
 // fakeRing replays a script of records and errors, as *ringbuf.Reader would
-// return them, then reports itself closed.
+// return them, then reports itself closed. Its clock stands still except at a
+// deadline step, which moves it to the deadline, as if the reader had waited.
 type fakeRing struct {
-	steps []step
+	steps    []step
+	clock    time.Time
+	deadline time.Time
 }
 
 type step struct {
@@ -99,7 +102,9 @@ type step struct {
 	err       error
 }
 
-func (f *fakeRing) SetDeadline(time.Time) {}
+func (f *fakeRing) SetDeadline(t time.Time) { f.deadline = t }
+
+func (f *fakeRing) now() time.Time { return f.clock }
 
 func (f *fakeRing) ReadInto(rec *ringbuf.Record) error {
 	if len(f.steps) == 0 {
@@ -107,6 +112,9 @@ func (f *fakeRing) ReadInto(rec *ringbuf.Record) error {
 	}
 	s := f.steps[0]
 	f.steps = f.steps[1:]
+	if errors.Is(s.err, os.ErrDeadlineExceeded) && f.deadline.After(f.clock) {
+		f.clock = f.deadline
+	}
 	if s.err != nil {
 		return s.err
 	}
@@ -122,17 +130,23 @@ func TestRun(t *testing.T) {
 	for i := range 300 { // more than a batch, then the ring drains
 		steps = append(steps, step{raw: record(fmt.Appendf(nil, "/f%d", i), "w", 10), remaining: 299 - i})
 	}
+	// Idle for 100 ms: four drain deadlines, then the fifth is the poll's,
+	// which finds 5 + 2 ringbuf-full events lost.
+	for range pollInterval / drainInterval {
+		steps = append(steps, step{err: os.ErrDeadlineExceeded})
+	}
 	steps = append(steps,
-		step{err: os.ErrDeadlineExceeded}, // idle: poll finds 5 + 2 ringbuf-full events lost
 		step{raw: []byte("garbage"), remaining: 1},
 		step{raw: record([]byte("/last"), "w", 11), remaining: 0},
 	)
 	polls := []lossCounts{
 		{ringbufFullPerCPU: []uint64{5, 2}, readErrors: 1, kprobeMissed: 3},
 	}
+	ring := &fakeRing{steps: steps, clock: time.Unix(1000, 0)}
 	s := &Source{
 		log:     slog.New(slog.DiscardHandler),
-		records: &fakeRing{steps: steps},
+		records: ring,
+		timeNow: ring.now,
 		readLosses: func() (lossCounts, error) {
 			if len(polls) == 0 {
 				return lossCounts{ringbufFullPerCPU: []uint64{5, 2}, readErrors: 1, kprobeMissed: 3}, nil
