@@ -10,9 +10,10 @@ import type { SeriesTable } from './series';
 /**
  * MetricsHandler serves GET /metrics: file_created_total, which can be 100k
  * lines and is written in chunks, one per event-loop turn, so that a scrape
- * never holds up the event stream for long; then the OpenTelemetry pipeline's
- * metrics (the exporter's own health, a few dozen lines). The response is gzip-compressed when the client accepts it (as
- * Prometheus does), in libuv's thread pool rather than on the event loop.
+ * never holds up the event stream for long; then the OpenTelemetry
+ * pipeline's metrics (the exporter's own health, a few dozen lines). The
+ * response is gzip-compressed when the client accepts it (as Prometheus
+ * does), in libuv's thread pool rather than on the event loop.
  */
 export class MetricsHandler {
   // The serializer PrometheusExporter builds for itself with its defaults.
@@ -47,7 +48,7 @@ export class MetricsHandler {
     let out: Writable = res;
     if (gzip) {
       // Fast compression: the exposition is repetitive text, and level 1
-      // already shrinks it ~10x at a fraction of the default level's CPU.
+      // already shrinks it 10x or more at a fraction of level 6's CPU.
       const z = zlib.createGzip({ level: 1 });
       z.pipe(res);
       z.on('error', (err) => this.log.warn('compressing a scrape failed', { error: String(err) }));

@@ -33,7 +33,8 @@ const HEADER = `# HELP ${FILE_CREATED} Number of files created\n# TYPE ${FILE_CR
  * It renders itself rather than going through the OpenTelemetry SDK, unlike
  * the exporter's other (small) metrics: at 100k series a collection and
  * serialization by the SDK took ~1.3 s of one uninterrupted event-loop turn
- * (BENCHMARKS.md), during which no event was read. Here a series' labels are
+ * (make bench, before this table rendered itself), during which no event was
+ * read. Here a series' labels are
  * escaped once, when it is admitted, record() only bumps a number, and
  * chunks() hands the exposition out in pieces so that the caller can yield to
  * the event loop between them. The text is the SDK's, byte for byte (pinned by

@@ -258,7 +258,9 @@ func (b *Bench) userspace(ctx context.Context) (*Userspace, error) {
 	}
 	if lastPass > 0 && !b.smoke {
 		// The bisection ends on the edge, where a repeat may fail: confirm
-		// with repeated runs, stepping down to the next rate that held.
+		// with repeated runs, stepping down through the rates that held
+		// until one holds in every repeat (on a busy 2-core machine the top
+		// few can each lose a repeat to a stall).
 		var held []int
 		for i := len(u.Steps) - 1; i >= 0; i-- {
 			if r := u.Steps[i]; r.Pass && !slices.Contains(held, r.Target) {
@@ -267,7 +269,7 @@ func (b *Bench) userspace(ctx context.Context) (*Userspace, error) {
 		}
 		slices.SortFunc(held, func(a, b int) int { return b - a })
 		u.MaxSustained = 0
-		for _, rate := range held[:min(3, len(held))] {
+		for _, rate := range held {
 			logf("  confirming %d/s x%d", rate, b.cfg.repeats)
 			all := true
 			for i := range b.cfg.repeats {
