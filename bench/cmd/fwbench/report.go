@@ -529,8 +529,9 @@ func renderKernel(w *md, k *KernelPath, cfg config) {
 		"(`RUSAGE_CHILDREN`, 10 ms ticks). An open without `O_CREAT` pays only for the kretprobe's entry: the kernel " +
 		"has `KPROBES_ON_FTRACE`, so the probe on `do_filp_open+0x0` is an ftrace call (`[FTRACE]` in " +
 		"`/sys/kernel/debug/kprobes/list`, no breakpoint trap), then the entry handler reads the flags and leaves the return " +
-		"probe unarmed. A create also pays for the return handler, `d_path()`, the tracepoint, the BPF program and waking " +
-		"the loader, and the loader's own CPU competes for the guest's 2 vCPUs. TCG slows instructions by ~100× and not " +
+		"probe unarmed. A create also pays for the return handler, `d_path()`, the tracepoint and the BPF program, and the " +
+		"loader's own CPU competes for the guest's 2 vCPUs. The program does not wake the loader per event (it reads the ring " +
+		"every 20 ms, and is woken once 1/8 of the ring is unread); waking it per event cost 2.7–3.5× per create here. TCG slows instructions by ~100× and not " +
 		"uniformly (exceptions, timers and interrupts more), so these ratios locate costs; they are not hardware numbers.")
 	w.p("")
 }
