@@ -5,20 +5,11 @@ import { decodeSubscribeResponse } from './decode';
 import type { GapReason } from './generated/filewatcher/v1/GapReason';
 import type { SubscribeResponse } from './generated/filewatcher/v1/SubscribeResponse';
 import { PROTO_FILE, PROTO_LOADER_OPTIONS } from './proto';
+import { seededRandom as rng } from './testing/helpers';
 
 const definition = protoLoader.loadSync(PROTO_FILE, PROTO_LOADER_OPTIONS);
 const subscribe = (definition['filewatcher.v1.EventService'] as protoLoader.ServiceDefinition)
   .Subscribe;
-
-/** rng is a small deterministic generator (mulberry32). */
-function rng(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** u64 is zero, small, near 2^32, or a decimal string up to 2^64-1 (beyond 2^53). */
 function u64(r: () => number): number | string {

@@ -6,7 +6,7 @@ import { LabelMapper } from './labels';
 import type { LabelPolicy } from './labels';
 import { METER_NAME } from './metrics';
 import { FILE_CREATED, OVERFLOW_ATTRIBUTES, SeriesTable } from './series';
-import { promtoolCheck } from './testing/helpers';
+import { promtoolCheck, seededRandom } from './testing/helpers';
 
 const FULL: LabelPolicy = { pathLabel: 'full', pathDepth: 3, nameLabel: true };
 const SCOPE = `otel_scope_name="${METER_NAME}"`;
@@ -63,16 +63,6 @@ function randomPath(rand: () => number): Buffer {
     }
   }
   return Buffer.from(bytes);
-}
-
-/** mulberry32: a seeded generator, so that a failure can be replayed. */
-function seeded(seed: number): () => number {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 describe('SeriesTable', () => {
@@ -137,7 +127,7 @@ describe('SeriesTable', () => {
     { pathLabel: 'none', pathDepth: 3, nameLabel: false },
   ] satisfies LabelPolicy[]) {
     it(`renders exactly what the OpenTelemetry serializer renders (${JSON.stringify(policy)})`, async () => {
-      const rand = seeded(20261127);
+      const rand = seededRandom(20261127);
       const t = table(1_000_000, policy);
       const counts = new Map<string, [Buffer, number]>();
       for (let i = 0; i < 2000; i++) {

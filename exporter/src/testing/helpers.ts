@@ -78,3 +78,13 @@ export function promtoolCheck(exposition: string): { ok: boolean; output: string
     throw new Error(`promtool: ${result.error.message} (install Prometheus' promtool)`);
   return { ok: result.status === 0, output: `${result.stdout}${result.stderr}` };
 }
+
+/** seededRandom is a small deterministic generator (mulberry32), so that a randomized test's failure can be replayed. */
+export function seededRandom(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
