@@ -68,23 +68,33 @@ func (b *Bench) startExporter(tag, loaderAddr string, nodeArgs []string, args ..
 var httpClient = &http.Client{Timeout: 60 * time.Second}
 
 func httpGet(ctx context.Context, url string) ([]byte, error) {
+	body, _, err := httpFetch(ctx, url, nil)
+	return body, err
+}
+
+// httpFetch GETs url with extra request headers and returns the body as it
+// came over the connection, and the response's headers.
+func httpFetch(ctx context.Context, url string, header http.Header) ([]byte, http.Header, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	resp, err := httpClient.Do(req)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return body, fmt.Errorf("GET %s: %s", url, resp.Status)
+		return body, resp.Header, fmt.Errorf("GET %s: %s", url, resp.Status)
 	}
-	return body, nil
+	return body, resp.Header, nil
 }
 
 // Scrape is one GET /metrics, as Prometheus makes it (gzip accepted).
@@ -97,27 +107,14 @@ type Scrape struct {
 
 func (e *Exporter) scrape(ctx context.Context) (Scrape, error) {
 	start := time.Now()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+e.Addr+"/metrics", nil)
+	// Accept-Encoding set by hand, so that Go does not decompress
+	// transparently and the compressed size can be read.
+	wire, header, err := httpFetch(ctx, "http://"+e.Addr+"/metrics", http.Header{"Accept-Encoding": {"gzip"}})
 	if err != nil {
 		return Scrape{}, err
-	}
-	// Set by hand, so that Go does not decompress transparently and the
-	// compressed size can be read.
-	req.Header.Set("Accept-Encoding", "gzip")
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return Scrape{}, err
-	}
-	defer resp.Body.Close()
-	wire, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return Scrape{}, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return Scrape{}, fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
 	body := wire
-	if resp.Header.Get("Content-Encoding") == "gzip" {
+	if header.Get("Content-Encoding") == "gzip" {
 		zr, err := gzip.NewReader(bytes.NewReader(wire))
 		if err != nil {
 			return Scrape{}, err
