@@ -27,12 +27,14 @@
 # module, exporter, test agent) on a second disk, and the initramfs stacks
 # that disk over the root with overlayfs before starting systemd (see init).
 #
-# Environment: FILEWATCHER_CACHE (default: <repo>/.cache).
+# Environment: FILEWATCHER_CACHE (see test/vm/cache.sh).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-cache=${FILEWATCHER_CACHE:-$repo/.cache}
+# shellcheck source=test/vm/cache.sh
+. "$repo/test/vm/cache.sh"
+cache=$filewatcher_cache
 
 die() { echo "rootfs.sh: $*" >&2; exit 1; }
 
@@ -142,11 +144,18 @@ rm -rf "$tree"
 ird=$dir/initrd
 mkdir -p "$ird"/{bin,dev,proc,sys,newroot,lower,payload,rw,modules}
 cp "$kdir/busybox" "$ird/bin/busybox"
-initrd_modules="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk overlay"
-for m in $initrd_modules; do
-	f=$(find "$kdir/modules/kernel" -name "$m.ko*" | head -n1)
-	[ -n "$f" ] || die "module $m not found in $kdir/modules"
-	cp "$f" "$ird/modules/"
+# The disks' transport and driver and overlayfs, in load order (those this
+# kernel has as modules), uncompressed for busybox's insmod.
+initrd_modules=''
+for f in $("$repo/test/vm/kernels.sh" modules --kernel "$release" virtio_pci virtio_blk overlay); do
+	m=$(basename "$f")
+	m=${m%%.ko*}
+	case "$f" in
+	*.xz) xz -dc "$f" >"$ird/modules/$m.ko" ;;
+	*.zst) zstd -qdc "$f" >"$ird/modules/$m.ko" ;;
+	*) cp "$f" "$ird/modules/$m.ko" ;;
+	esac
+	initrd_modules="$initrd_modules $m"
 done
 cat >"$ird/init" <<EOF
 #!/bin/busybox sh

@@ -56,16 +56,15 @@ func TestSystemdGuest(t *testing.T) {
 	guestDir := run(t, repo, nil, filepath.Join(repo, "test", "deploy", "rootfs.sh"), "--kernel", "6.1")
 	step("guest image ready: " + guestDir)
 
-	// The module, built against the guest kernel's headers in a copy of kmod/.
-	kdir := run(t, repo, nil, filepath.Join(repo, "test", "vm", "kernels.sh"), "path", "--kernel", "6.1")
-	kmod := filepath.Join(work, "kmod")
-	run(t, repo, nil, "cp", "-a", filepath.Join(repo, "kmod")+"/.", kmod+"/")
-	run(t, kmod, nil, "make", "KDIR="+filepath.Join(kdir, "build"))
+	// The module, built for the guest kernel with its own toolchain.
+	kdir := run(t, repo, nil, filepath.Join(repo, "test", "vm", "kernels.sh"), "fetch", "--kernel", "6.1")
+	module := run(t, repo, nil, filepath.Join(repo, "test", "vm", "build-module.sh"),
+		"--kernel-dir", kdir, "--out", filepath.Join(work, "kmod"))
 	step("module built")
 
 	payload := filepath.Join(work, "payload.img")
 	run(t, repo, nil, filepath.Join(repo, "test", "deploy", "payload.sh"),
-		"--out", payload, "--loader", loader, "--module", filepath.Join(kmod, "filewatcher.ko"), "--agent", agent)
+		"--out", payload, "--loader", loader, "--module", module, "--agent", agent)
 	step("payload built (deploy/install.sh DESTDIR=...)")
 
 	g := bootGuest(t, guestDir, payload, work)

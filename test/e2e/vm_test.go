@@ -87,12 +87,13 @@ func stopGuest(t *testing.T, name string) {
 		logs, _ := vmsh("logs", "--name", name).CombinedOutput()
 		t.Logf("vm.sh logs --name %s:\n%s", name, tail(logs, 120))
 	}
-	if out, err := vmsh("down", "--name", name).CombinedOutput(); err != nil {
-		t.Errorf("vm.sh down --name %s: %v\n%s", name, err, out)
-		return
-	}
+	// A failed test keeps the VM's state folder (console log, initramfs).
+	args := []string{"down", "--name", name}
 	if !t.Failed() {
-		os.RemoveAll(filepath.Join(cacheDir(), "vm", name))
+		args = append(args, "--clean")
+	}
+	if out, err := vmsh(args...).CombinedOutput(); err != nil {
+		t.Errorf("vm.sh %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 }
 
@@ -133,13 +134,6 @@ func vmshOutput(t *testing.T, args ...string) string {
 		t.Fatalf("vm.sh %s: %v", strings.Join(args, " "), err)
 	}
 	return strings.TrimSpace(string(out))
-}
-
-func cacheDir() string {
-	if v := os.Getenv("FILEWATCHER_CACHE"); v != "" {
-		return v
-	}
-	return filepath.Join(repoRoot, ".cache")
 }
 
 func contains(list []string, s string) bool {

@@ -3,7 +3,7 @@
 # loader, and run commands in them. The host that builds filewatcher cannot
 # load kernel modules; a guest kernel can. See test/vm/README.md.
 #
-#   vm.sh up --kernel 6.1|6.12 [--arch amd64|arm64 (default: the host's)] [--name NAME]
+#   vm.sh up --kernel K [--arch amd64|arm64 (default: the host's)] [--name NAME]
 #            [--add HOST_PATH[:GUEST_PATH]]... [--no-loader] [--no-module]
 #            [--loader-args "ARGS"] [--kernel-args "ARGS"] [--timeout SECONDS]
 #            [--ttl SECONDS]
@@ -11,21 +11,27 @@
 #              [--env KEY=VALUE]... [--timeout DURATION] [--show-pid] -- CMD...
 #   vm.sh addr [--name NAME] [--agent]
 #   vm.sh logs [--name NAME]
-#   vm.sh down [--name NAME]
+#   vm.sh down [--name NAME] [--clean]
 #   vm.sh help
+#
+# K: a series (5.10, 6.1, 6.12, 7.2, 7.3: test/vm/kernels.sh list) or any
+# Debian cloud kernel release (6.18.15+deb13-cloud-amd64).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-cache=${FILEWATCHER_CACHE:-$repo/.cache}
-vmroot=$cache/vm
+# shellcheck source=test/vm/cache.sh
+. "$here/cache.sh"
+vmroot=$filewatcher_cache/vm
 
 # Ports inside the guest; the host side of each is a free loopback port.
 guest_grpc_port=50051
 guest_agent_port=50100
-# virtio-net and what it needs, in load order (modprobe --show-depends
-# virtio_net on 6.1). Modules a kernel has built in are skipped.
-net_modules=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net)
+# The guest's network: the virtio PCI transport and virtio-net. What each
+# kernel needs of them as modules, in load order, comes from its
+# modules.dep (kernels.sh modules): 5.10 has no virtio_pci_modern_dev,
+# 6.12 and 7.x build the virtio core in.
+net_modules=(virtio_pci virtio_net)
 
 die() {
 	echo "vm.sh: $*" >&2
@@ -45,8 +51,9 @@ Commands:
          (125: the agent could not run it)
   addr   print the host address of the loader's gRPC port (--agent: the agent's)
   logs   print the loader's log and the console log
-  down   power the guest off (then kill qemu); safe to repeat
-Environment: FILEWATCHER_CACHE (default <repo>/.cache); state in $FILEWATCHER_CACHE/vm/NAME.
+  down   power the guest off (then kill qemu); safe to repeat; --clean also
+         removes the VM's state folder (logs, initramfs)
+Environment: FILEWATCHER_CACHE (see test/vm/cache.sh); state in <cache>/vm/NAME.
 EOF
 }
 
@@ -114,7 +121,7 @@ cmd_up() {
 		*) die "up: unknown argument '$1' (see vm.sh help)" ;;
 		esac
 	done
-	[ -n "$series" ] || die "up: --kernel 6.1|6.12 is required"
+	[ -n "$series" ] || die "up: --kernel is required: a series ($("$here/kernels.sh" list | awk '{printf "%s%s", s, $1; s=", "}')) or a Debian cloud kernel release"
 	case "$arch" in amd64 | arm64) ;; *) die "up: unsupported --arch '$arch' (amd64, arm64)" ;; esac
 	[[ "$timeout" =~ ^[0-9]+$ ]] || die "up: --timeout wants whole seconds, got '$timeout'"
 	[[ "$ttl" =~ ^[0-9]+$ ]] || die "up: --ttl wants whole seconds, got '$ttl'"
@@ -139,7 +146,7 @@ cmd_up() {
 	exec {buildfd}>"$vmroot/.build.lock"
 	flock "$buildfd"
 	if [ "$module" = 1 ]; then
-		build_module "$kdir" "$arch" "$kmod_dir" "$state/build.log"
+		build_module "$kdir" "$kmod_dir" "$state/build.log"
 	fi
 	if [ "$loader" = 1 ]; then
 		[ -d "$repo/loader-go/cmd/filewatcher-loader" ] ||
@@ -174,27 +181,16 @@ cmd_up() {
 	echo "127.0.0.1:$grpc_port"
 }
 
-# build_module KDIR ARCH DIR LOG: build kmod/ for this kernel in a copy of its
-# own, so kernels never share objects.
+# build_module KDIR DIR LOG: build kmod/ for this kernel in a folder of its
+# own, with the kernel's own toolchain (build-module.sh).
 build_module() {
-	local kdir=$1 arch=$2 dir=$3 log=$4
+	local kdir=$1 dir=$2 log=$3
 	[ -f "$repo/kmod/Makefile" ] || die "up: no kmod/Makefile to build the module from (use --no-module to boot without it)"
-	say "building filewatcher.ko against $(cat "$kdir/release")"
-	rm -rf "$dir"
-	mkdir -p "$dir"
-	cp -a "$repo/kmod/." "$dir/"
-	local cross=()
-	if [ "$arch" != "$(host_arch)" ]; then
-		case "$arch" in
-		arm64) cross=(ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-) ;;
-		amd64) cross=(ARCH=x86_64 CROSS_COMPILE=x86_64-linux-gnu-) ;;
-		esac
-	fi
-	if ! make -C "$dir" KDIR="$kdir/build" "${cross[@]}" >"$log" 2>&1; then
+	if ! "$here/build-module.sh" --kernel-dir "$kdir" --out "$dir" >"$log" 2>&1; then
 		tail -n 30 "$log" >&2
-		die "up: building the module against $kdir/build failed (full log: $log)"
+		die "up: building the module for $(cat "$kdir/release") failed (log: $log)"
 	fi
-	[ -f "$dir/filewatcher.ko" ] || die "up: make in $dir produced no filewatcher.ko (log: $log)"
+	say "$(grep '^build-module.sh: building' "$log" | sed 's/^build-module.sh: //')"
 }
 
 # make_initramfs KDIR ARCH STATE OUT MODULE LOADER LOADER_ARGS KMOD_DIR BIN_DIR [ADD...]
@@ -213,19 +209,18 @@ make_initramfs() {
 	printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
 	printf 'root:x:0:\n' >"$root/etc/group"
 
-	local m found mods=()
-	for m in "${net_modules[@]}"; do
-		found=$(find -L "$kdir/modules/kernel" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" | head -n1)
-		if [ -n "$found" ]; then
-			case "$found" in
-			*.xz) xz -dc "$found" >"$root/lib/modules/filewatcher-vm/$m.ko" ;;
-			*.zst) zstd -qdc "$found" >"$root/lib/modules/filewatcher-vm/$m.ko" ;;
-			*) cp "$found" "$root/lib/modules/filewatcher-vm/$m.ko" ;;
-			esac
-			mods+=("$m")
-		elif ! grep -q "/$m\.ko" "$kdir/modules/modules.builtin"; then
-			die "up: $m is neither a module nor built into $(cat "$kdir/release")"
-		fi
+	local ko m mods=() kos
+	kos=$("$here/kernels.sh" modules --kernel "$(cat "$kdir/release")" --arch "$arch" "${net_modules[@]}") ||
+		die "up: cannot resolve ${net_modules[*]} in $(cat "$kdir/release")"
+	for ko in $kos; do
+		m=$(basename "$ko")
+		m=${m%%.ko*}
+		case "$ko" in
+		*.xz) xz -dc "$ko" >"$root/lib/modules/filewatcher-vm/$m.ko" ;;
+		*.zst) zstd -qdc "$ko" >"$root/lib/modules/filewatcher-vm/$m.ko" ;;
+		*) cp "$ko" "$root/lib/modules/filewatcher-vm/$m.ko" ;;
+		esac
+		mods+=("$m")
 	done
 
 	if [ "$module" = 1 ]; then cp "$kmod_dir/filewatcher.ko" "$root/filewatcher/filewatcher.ko"; fi
@@ -414,13 +409,19 @@ cmd_logs() {
 }
 
 cmd_down() {
-	local name rest
+	local name rest clean=0 a
 	parse_name "$@"
-	[ ${#rest[@]} -eq 0 ] || die "down: unknown argument '${rest[*]}'"
+	for a in "${rest[@]}"; do
+		case "$a" in
+		--clean) clean=1 ;;
+		*) die "down: unknown argument '$a'" ;;
+		esac
+	done
 	local state
 	state=$(state_dir "$name")
 	[ -d "$state" ] || return 0
 	stop_qemu "$state"
+	if [ "$clean" = 1 ]; then rm -rf "$state"; fi
 }
 
 cmd=${1:-help}

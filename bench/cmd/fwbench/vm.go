@@ -138,12 +138,7 @@ func bpftraceAdds() ([]string, error) {
 // down powers the guest off and removes its state folder (its initramfs
 // holds bpftrace's libraries: ~240 MB).
 func (v *VM) down() {
-	_, _ = run(context.Background(), 2*time.Minute, v.b.vmScript(), "down", "--name", v.name)
-	cache := os.Getenv("FILEWATCHER_CACHE")
-	if cache == "" {
-		cache = filepath.Join(v.b.repo, ".cache")
-	}
-	_ = os.RemoveAll(filepath.Join(cache, "vm", v.name))
+	_, _ = run(context.Background(), 2*time.Minute, v.b.vmScript(), "down", "--name", v.name, "--clean")
 }
 
 // exec runs argv in the guest and returns its stdout+stderr.
