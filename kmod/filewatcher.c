@@ -3,7 +3,8 @@
  * filewatcher: fire the filewatcher/file_created tracepoint for every file
  * created on this host.
  *
- * A kretprobe on do_filp_open() (the `symbol` parameter) does the work:
+ * A kretprobe on the open function (do_filp_open(), do_file_open() since
+ * Linux 7.0) does the work:
  *  - the entry handler arms the return probe only for opens that ask for
  *    O_CREAT, so an ordinary open costs one flag test;
  *  - the return handler fires the tracepoint only when the open succeeded
@@ -14,8 +15,9 @@
  * This relies on the prototype
  *   struct file *do_filp_open(int dfd, struct filename *pathname,
  *                             const struct open_flags *op);
- * with `int open_flag` first in struct open_flags (fs/internal.h). The loader
- * checks the running kernel's BTF for that before inserting the module.
+ * with `int open_flag` first in struct open_flags (fs/internal.h). Neither is
+ * in the headers a module is built against: the loader checks the running
+ * kernel's BTF for them before it inserts the module (see FW_OPEN_FUNCTIONS).
  *
  * Counters are in /sys/kernel/filewatcher/.
  */
@@ -35,11 +37,18 @@
 #include <linux/moduleparam.h>
 #include <linux/percpu.h>
 #include <linux/ptrace.h>
+#include <linux/string.h>
 #include <linux/sysfs.h>
 #include <linux/uaccess.h>
+#include <linux/version.h>
 
 #define CREATE_TRACE_POINTS
 #include "filewatcher_trace.h"
+
+/* get_kernel_nofault() is 5.8, sysfs_emit() 5.10. */
+#if LINUX_VERSION_CODE < KERNEL_VERSION(5, 10, 0)
+#error "filewatcher needs Linux 5.10 or later"
+#endif
 
 /* The third argument (op) of do_filp_open(), by calling convention. */
 #if defined(CONFIG_X86_64)
@@ -72,10 +81,21 @@ struct open_flags_partial {
 #define FW_MAXACTIVE_AUTO_MAX	4096
 #define FW_MAXACTIVE_MAX	65536
 
-static char fw_symbol[KSYM_NAME_LEN] = "do_filp_open";
-module_param_string(symbol, fw_symbol, sizeof(fw_symbol), 0444);
-MODULE_PARM_DESC(symbol,
-		 "Function to probe (default do_filp_open); it must have do_filp_open's prototype");
+/*
+ * The open function by the names it has had, separated by spaces: Linux 7.0
+ * renamed do_filp_open() to do_file_open(), prototype unchanged. The first
+ * one the running kernel can probe is probed, and shown in
+ * /sys/kernel/filewatcher/function. There is no parameter to name another
+ * function: one with another prototype would make the handlers read the
+ * wrong memory. The list is in .modinfo too (open_functions), where the
+ * loader reads it to check, in the running kernel's BTF, the prototype of
+ * the function this module will probe before inserting it.
+ */
+#define FW_OPEN_FUNCTIONS "do_filp_open do_file_open"
+MODULE_INFO(open_functions, FW_OPEN_FUNCTIONS);
+
+/* The function probed, one of FW_OPEN_FUNCTIONS. */
+static char fw_function[KSYM_NAME_LEN];
 
 static int fw_maxactive_param;
 module_param_named(maxactive, fw_maxactive_param, int, 0444);
@@ -147,9 +167,19 @@ NOKPROBE_SYMBOL(fw_fire);
 static int fw_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 {
 	struct file *file = (struct file *)regs_return_value(regs);
+	fmode_t f_mode;
 
-	/* O_CREAT on an existing file, or a failed open, created nothing. */
-	if (IS_ERR_OR_NULL(file) || !(file->f_mode & FMODE_CREATED))
+	/* A failed open created nothing. */
+	if (IS_ERR_OR_NULL(file))
+		return 0;
+	/*
+	 * Like the entry handler's read of the flags: if the return value were
+	 * not a struct file after all, cost an event, not an oops.
+	 */
+	if (get_kernel_nofault(f_mode, &file->f_mode))
+		return 0;
+	/* O_CREAT on an existing file created nothing. */
+	if (!(f_mode & FMODE_CREATED))
 		return 0;
 	this_cpu_inc(fw_events_fired);
 	/* Building the path is the expensive part: skip it if no one listens. */
@@ -202,16 +232,24 @@ static ssize_t maxactive_show(struct kobject *kobj,
 	return sysfs_emit(buf, "%d\n", fw_rp.maxactive);
 }
 
+static ssize_t function_show(struct kobject *kobj,
+			     struct kobj_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%s\n", fw_function);
+}
+
 static struct kobj_attribute events_fired_attr = __ATTR_RO(events_fired);
 static struct kobj_attribute path_unresolved_attr = __ATTR_RO(path_unresolved);
 static struct kobj_attribute kprobe_missed_attr = __ATTR_RO(kprobe_missed);
 static struct kobj_attribute maxactive_attr = __ATTR_RO(maxactive);
+static struct kobj_attribute function_attr = __ATTR_RO(function);
 
 static struct attribute *fw_attrs[] = {
 	&events_fired_attr.attr,
 	&path_unresolved_attr.attr,
 	&kprobe_missed_attr.attr,
 	&maxactive_attr.attr,
+	&function_attr.attr,
 	NULL,
 };
 
@@ -242,6 +280,38 @@ static int fw_sysfs_create(void)
 	return ret;
 }
 
+/*
+ * Registers the kretprobe on the first of FW_OPEN_FUNCTIONS this kernel has.
+ * A name the kernel lacks fails with -ENOENT (-EINVAL before 5.12, which
+ * also means "not probeable"): try the next. Any other error is final.
+ */
+static int fw_register(void)
+{
+	const char *name = FW_OPEN_FUNCTIONS;
+	int ret = -ENOENT;
+
+	while (*name) {
+		size_t len = strcspn(name, " ");
+
+		if (len && len < sizeof(fw_function)) {
+			memcpy(fw_function, name, len);
+			fw_function[len] = '\0';
+			fw_rp.kp.symbol_name = fw_function;
+			fw_rp.kp.addr = NULL;
+			ret = register_kretprobe(&fw_rp);
+			if (ret != -ENOENT && ret != -EINVAL)
+				break;
+		}
+		name += len;
+		name += strspn(name, " ");
+	}
+	if (ret) {
+		pr_err("cannot probe any of %s: %d\n", FW_OPEN_FUNCTIONS, ret);
+		fw_function[0] = '\0';
+	}
+	return ret;
+}
+
 static int __init filewatcher_init(void)
 {
 	int ret;
@@ -252,7 +322,6 @@ static int __init filewatcher_init(void)
 		return -EINVAL;
 	}
 	fw_rp.maxactive = fw_effective_maxactive();
-	fw_rp.kp.symbol_name = fw_symbol;
 
 	fw_path_bufs = alloc_percpu(struct fw_path_buf);
 	if (!fw_path_bufs)
@@ -265,13 +334,11 @@ static int __init filewatcher_init(void)
 	}
 
 	/* Last: the handlers may run as soon as this returns. */
-	ret = register_kretprobe(&fw_rp);
-	if (ret) {
-		pr_err("register_kretprobe on %s failed: %d\n", fw_symbol, ret);
+	ret = fw_register();
+	if (ret)
 		goto remove_sysfs;
-	}
 	pr_info("watching file creation through %s, maxactive %d\n",
-		fw_symbol, fw_rp.maxactive);
+		fw_function, fw_rp.maxactive);
 	return 0;
 
 remove_sysfs:
@@ -286,7 +353,7 @@ static void __exit filewatcher_exit(void)
 	/* Waits until no handler runs, so the buffers can go after it. */
 	unregister_kretprobe(&fw_rp);
 	pr_info("unregistered from %s: missed %d opens for want of an instance, %lu while another kprobe ran\n",
-		fw_symbol, fw_rp.nmissed, fw_rp.kp.nmissed);
+		fw_function, fw_rp.nmissed, fw_rp.kp.nmissed);
 	kobject_put(fw_kobj);
 	free_percpu(fw_path_bufs);
 }
@@ -295,4 +362,4 @@ module_init(filewatcher_init);
 module_exit(filewatcher_exit);
 MODULE_DESCRIPTION("Fires the filewatcher/file_created tracepoint for every file created");
 MODULE_LICENSE("GPL");
-MODULE_VERSION("0.1.0");
+MODULE_VERSION("0.2.0");
