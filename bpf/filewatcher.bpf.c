@@ -31,9 +31,14 @@
 //
 // __data_loc: the low 16 bits are the offset of the NUL-terminated string from
 // the start of the record, the high 16 bits its length including the NUL.
+//
+// The loader compares this struct, from the object's BTF, with the running
+// kernel's format file before it attaches (loader-go/internal/kernel,
+// checkTracepointLayout): the first member covers the common fields, and a
+// member named __data_loc_X is the __data_loc field X (as in vmlinux.h).
 struct file_created_ctx {
 	__u64 common;
-	__u32 filename_loc;
+	__u32 __data_loc_filename;
 	__u32 flags;
 };
 
@@ -91,7 +96,7 @@ int file_created(struct file_created_ctx *ctx)
 	if (!e || !c)
 		return 0;
 
-	__u32 loc = ctx->filename_loc;
+	__u32 loc = ctx->__data_loc_filename;
 	long n = bpf_probe_read_kernel_str(e->path, sizeof(e->path),
 					   (void *)ctx + (loc & 0xffff));
 	if (n <= 0) {

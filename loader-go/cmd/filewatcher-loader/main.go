@@ -25,7 +25,7 @@ import (
 	"github.com/filewatcher/filewatcher/loader-go/internal/config"
 	"github.com/filewatcher/filewatcher/loader-go/internal/hub"
 	"github.com/filewatcher/filewatcher/loader-go/internal/kernel"
-	"github.com/filewatcher/filewatcher/loader-go/internal/kmod"
+	"github.com/filewatcher/filewatcher/loader-go/internal/kernelmodule"
 	"github.com/filewatcher/filewatcher/loader-go/internal/listen"
 	"github.com/filewatcher/filewatcher/loader-go/internal/sdnotify"
 	"github.com/filewatcher/filewatcher/loader-go/internal/server"
@@ -88,7 +88,11 @@ func openSource(cfg config.Config, h *hub.Hub, log *slog.Logger) (*source, error
 			close:  func() error { return nil },
 		}, nil
 	}
-	mod, err := kmod.Load(kmod.Options{Path: cfg.Module, Params: cfg.ModuleParams, Force: cfg.Force, Log: log})
+	// Refuse a kernel that cannot run the program before loading anything.
+	if err := kernel.Preflight(""); err != nil {
+		return nil, err
+	}
+	mod, err := kernelmodule.Load(kernelmodule.Options{Path: cfg.Module, Params: cfg.ModuleParams, Log: log})
 	if err != nil {
 		return nil, err
 	}

@@ -52,7 +52,6 @@ type Config struct {
 	Source           string
 	Module           string
 	ModuleParams     string
-	Force            bool
 	RingbufSize      uint64
 	Rate             int
 	SyntheticDirs    int
@@ -83,7 +82,9 @@ func Parse(args []string, getenv func(string) string, usage io.Writer) (Config, 
 	fs.StringVar(&c.Source, "source", SourceKernel, "event source: kernel or synthetic")
 	fs.StringVar(&c.Module, "module", "", "kernel module (.ko) to load; empty: use the loaded module")
 	fs.StringVar(&c.ModuleParams, "module-params", "", `module parameters, e.g. "maxactive=4096"`)
-	fs.BoolVar(&c.Force, "force", false, "load the module despite a failed vermagic or BTF signature check")
+	fs.BoolFunc("force", "removed: a module that does not fit the running kernel is never loaded", func(string) error {
+		return errors.New("--force was removed: the loader no longer loads a module built for another kernel, or one whose probed function differs from what the module reads; build the module for this kernel (make) instead")
+	})
 	fs.Uint64Var(&c.RingbufSize, "ringbuf-size", DefaultRingbufSize, "BPF ring buffer size in bytes (power of two, multiple of the page size)")
 	fs.IntVar(&c.Rate, "rate", 1000, "synthetic events per second (0: as fast as possible)")
 	fs.IntVar(&c.SyntheticDirs, "synthetic-dirs", synthetic.DefaultDirs, "directories in the synthetic path mix")

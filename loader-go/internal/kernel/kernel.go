@@ -19,7 +19,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/filewatcher/filewatcher/loader-go/internal/bpfobj"
-	"github.com/filewatcher/filewatcher/loader-go/internal/kmod"
+	"github.com/filewatcher/filewatcher/loader-go/internal/kernelmodule"
 	pb "github.com/filewatcher/filewatcher/proto/filewatcher/v1"
 	"golang.org/x/sys/unix"
 )
@@ -35,7 +35,7 @@ type Options struct {
 	// RingbufSize is the BPF ring buffer's size in bytes.
 	RingbufSize uint32
 	// Module supplies kretprobe misses and status; nil skips them.
-	Module *kmod.Module
+	Module *kernelmodule.Module
 	// Log receives warnings; nil discards.
 	Log *slog.Logger
 	// MountTracefs mounts tracefs at /sys/kernel/tracing if no tracing
@@ -93,7 +93,7 @@ type Source struct {
 	objs        bpfobj.FilewatcherObjects
 	link        link.Link
 	reader      *ringbuf.Reader
-	module      *kmod.Module
+	module      *kernelmodule.Module
 	ringbufSize uint32
 	log         *slog.Logger
 
@@ -140,7 +140,11 @@ func Open(opts Options) (_ *Source, err error) {
 			return nil, err
 		}
 	}
-	s.link, err = link.Tracepoint("filewatcher", "file_created", s.objs.FileCreated, nil)
+	// Attach only to a tracepoint laid out as the program reads it.
+	if err := checkTracepoint(spec.Types); err != nil {
+		return nil, err
+	}
+	s.link, err = link.Tracepoint(tracepointGroup, tracepointName, s.objs.FileCreated, nil)
 	if err != nil {
 		return nil, fmt.Errorf("attach to tracepoint filewatcher/file_created (is the module loaded?): %w", err)
 	}

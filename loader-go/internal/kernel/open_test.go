@@ -23,7 +23,7 @@ func TestOpenWithoutTracepoint(t *testing.T) {
 		t.Fatal("Open succeeded without the tracepoint")
 	}
 	t.Log(err)
-	if !strings.Contains(err.Error(), "attach to tracepoint filewatcher/file_created (is the module loaded?)") {
+	if !strings.Contains(err.Error(), "read the format of tracepoint filewatcher/file_created (is the module loaded?)") {
 		t.Fatalf("error = %v", err)
 	}
 }
