@@ -13,10 +13,11 @@ KDIR ?= /lib/modules/$(shell uname -r)/build
 RUN_DIR ?= $(CURDIR)/.cache/run
 # How long each fuzz target runs in make test.
 FUZZTIME ?= 10s
-# Kernels the VM end-to-end tests boot.
-E2E_KERNELS ?= 6.1 6.12
+# Kernels the VM end-to-end tests boot, amd64: series (test/vm/kernels.sh list)
+# or Debian cloud kernel releases.
+E2E_KERNELS ?= 5.10 6.1 6.12 7.2 7.3
 # ... and the arm64 kernels (qemu-system-aarch64 -M virt; empty: no arm64 guests).
-E2E_ARM64_KERNELS ?= 6.1 6.12
+E2E_ARM64_KERNELS ?= 5.10 6.1 6.12 7.2 7.3
 
 GO ?= go
 BIN := bin
@@ -136,6 +137,6 @@ bench-smoke: loader exporter ## run every benchmark once with tiny counts: check
 test: setup lint test-unit test-e2e test-deploy bench-smoke ## run every test (installs what is missing first)
 
 .PHONY: clean
-clean: ## remove build outputs (keeps the kernel cache in .cache/kernels)
+clean: ## remove build outputs (keeps the cache of kernels and chroots, outside the clone: test/vm/cache.sh)
 	rm -rf $(BIN) exporter/dist
 	-$(MAKE) -C kmod clean KDIR=$(KDIR) 2>/dev/null

@@ -32,21 +32,6 @@ var oddNames = []string{
 	"%s%n%x",
 }
 
-// TestKernelEvents boots each kernel with the loader, subscribes from the
-// host and checks the exact events of a scripted set of file operations, then
-// runs the TypeScript exporter on the host against the guest's loader.
-func TestKernelEvents(t *testing.T) {
-	forEachKernel(t, func(t *testing.T, kernel string) {
-		g := bootGuest(t, kernel)
-		t.Run("vm.sh exec", func(t *testing.T) { testVMExec(t, g) })
-		var runID string
-		t.Run("events", func(t *testing.T) { runID = testEvents(t, g) })
-		t.Run("ftrace", func(t *testing.T) { testFtrace(t, g) })
-		t.Run("status", func(t *testing.T) { testStatus(t, g, runID) })
-		t.Run("exporter", func(t *testing.T) { testExporter(t, g) })
-	})
-}
-
 // scenario is one run of the scripted operations in a fresh directory.
 type scenario struct {
 	g       *guest

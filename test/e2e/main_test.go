@@ -21,6 +21,8 @@ var (
 	repoRoot string
 	// fwopenBin is test/e2e/fwopen built for the guest.
 	fwopenBin string
+	// workDir holds what the tests build on the host; removed at the end.
+	workDir string
 )
 
 func TestMain(m *testing.M) {
@@ -40,6 +42,11 @@ func run(m *testing.M) int {
 		return 1
 	}
 	defer os.RemoveAll(tmp)
+	workDir = tmp
+	if len(kernels()) == 0 {
+		fmt.Fprintln(os.Stderr, "e2e: set FILEWATCHER_E2E_KERNELS to the kernels to boot, e.g. \"6.1 7.3\" (make test-e2e sets it from E2E_KERNELS)")
+		return 1
+	}
 	fwopenBin = filepath.Join(tmp, "fwopen")
 	build := exec.Command("go", "build", "-trimpath", "-o", fwopenBin, "./test/e2e/fwopen")
 	build.Dir = repoRoot
@@ -77,12 +84,11 @@ func downOnSignal() func() {
 	return func() { signal.Stop(sigs); close(sigs) }
 }
 
-// kernels are the guest kernel series to test, from FILEWATCHER_E2E_KERNELS.
+// kernels are the guest kernels to test, from FILEWATCHER_E2E_KERNELS: the
+// series or releases test/vm/kernels.sh takes. The Makefile's E2E_KERNELS
+// and E2E_ARM64_KERNELS are the matrix make test runs.
 func kernels() []string {
-	if v := strings.Fields(os.Getenv("FILEWATCHER_E2E_KERNELS")); len(v) > 0 {
-		return v
-	}
-	return []string{"6.1", "6.12"}
+	return strings.Fields(os.Getenv("FILEWATCHER_E2E_KERNELS"))
 }
 
 // guestArch is the guests' architecture, from FILEWATCHER_E2E_ARCH (default:

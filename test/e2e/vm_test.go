@@ -32,7 +32,7 @@ type guest struct {
 	release string
 	agent   vmagent.Client
 	// addr is the loader's gRPC address on the host, 127.0.0.1:PORT, and
-	// client a gRPC client of it (nil with --no-loader).
+	// client a gRPC client of it.
 	addr   string
 	client fwv1.EventServiceClient
 }
@@ -69,16 +69,38 @@ func bootGuest(t *testing.T, kernel string, extra ...string) *guest {
 		t.Fatalf("ping the guest agent: %v", err)
 	}
 	g.release = rel
-	if !contains(extra, "--no-loader") {
-		addr := strings.TrimSpace(stdout.String())
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatalf("grpc client for %s: %v", addr, err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		g.addr, g.client = addr, fwv1.NewEventServiceClient(conn)
+	// The loader's forwarded port answers once a loader listens in the
+	// guest: with --no-loader, after g.startLoader.
+	addr := strings.TrimSpace(stdout.String())
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatalf("grpc client for %s: %v", addr, err)
 	}
+	t.Cleanup(func() { conn.Close() })
+	g.addr, g.client = addr, fwv1.NewEventServiceClient(conn)
 	return g
+}
+
+// startLoader starts the loader in a guest booted with --no-loader, as init
+// would have (the guest's start-loader), and waits until it answers
+// GetStatus from the host.
+func (g *guest) startLoader(t *testing.T) {
+	t.Helper()
+	g.run(t, 0, argv("start-loader"))
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := g.client.GetStatus(ctx, &fwv1.GetStatusRequest{})
+		cancel()
+		if err == nil {
+			return
+		}
+		gone := strings.TrimSpace(string(g.sh(t, "pidof filewatcher-loader >/dev/null || echo gone"))) == "gone"
+		if gone || time.Now().After(deadline) {
+			t.Fatalf("the loader does not answer GetStatus (%v); its log:\n%s", err, g.sh(t, "tail -n 40 /var/log/filewatcher-loader.log"))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // stopGuest shows the guest's logs when the test failed, then stops it.
@@ -134,15 +156,6 @@ func vmshOutput(t *testing.T, args ...string) string {
 		t.Fatalf("vm.sh %s: %v", strings.Join(args, " "), err)
 	}
 	return strings.TrimSpace(string(out))
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // tail keeps the last n lines of b.

@@ -76,6 +76,9 @@ cmd_ensure() {
 	local want
 	mapfile -t want < <(missing "$@")
 	if [ ${#want[@]} -gt 0 ]; then
+		# The host's apt settings (proxies, a snapshot mirror's
+		# Check-Valid-Until) are the chroot's too: it uses the same mirror.
+		cp -a /etc/apt/apt.conf.d/. "$dir/etc/apt/apt.conf.d/"
 		say "installing ${want[*]} into the $release chroot"
 		run_in "" -- apt-get -qq update >&2 || die "apt-get update in the $release chroot failed"
 		run_in "" -- env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >"$dir.apt.log" 2>&1 ||

@@ -148,9 +148,11 @@ cmd_up() {
 	if [ "$module" = 1 ]; then
 		build_module "$kdir" "$kmod_dir" "$state/build.log"
 	fi
-	if [ "$loader" = 1 ]; then
+	# The loader is in every guest with the module: --no-loader only does not
+	# start it (start-loader does, later).
+	if [ "$module" = 1 ]; then
 		[ -d "$repo/loader-go/cmd/filewatcher-loader" ] ||
-			die "up: no loader-go/cmd/filewatcher-loader to build (use --no-loader to boot without it)"
+			die "up: no loader-go/cmd/filewatcher-loader to build (use --no-module to boot without it)"
 		say "building filewatcher-loader ($arch)"
 		build_go "$arch" "$out/filewatcher-loader" ./loader-go/cmd/filewatcher-loader
 	fi
@@ -224,7 +226,11 @@ make_initramfs() {
 	done
 
 	if [ "$module" = 1 ]; then cp "$kmod_dir/filewatcher.ko" "$root/filewatcher/filewatcher.ko"; fi
-	if [ "$loader" = 1 ]; then cp "$bin/filewatcher-loader" "$root/filewatcher/filewatcher-loader"; fi
+	if [ "$module" = 1 ]; then
+		cp "$bin/filewatcher-loader" "$root/filewatcher/filewatcher-loader"
+		cp "$here/guest/start-loader.sh" "$root/filewatcher/start-loader"
+		chmod 0755 "$root/filewatcher/start-loader"
+	fi
 	cp "$bin/agent" "$root/filewatcher/agent"
 
 	local add host guest

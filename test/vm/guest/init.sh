@@ -53,13 +53,7 @@ say "network up"
 agent serve --listen "0.0.0.0:$FW_AGENT_PORT" >/var/log/agent.log 2>&1 &
 
 if [ "$FW_START_LOADER" = 1 ]; then
-	# $FW_LOADER_ARGS is split into words on purpose (vm.sh up --loader-args).
-	# shellcheck disable=SC2086
-	(
-		filewatcher-loader --module /filewatcher/filewatcher.ko --listen "0.0.0.0:$FW_LOADER_PORT" \
-			--allow-insecure-tcp $FW_LOADER_ARGS >>/var/log/filewatcher-loader.log 2>&1
-		say "loader exited with status $?"
-	) &
+	start-loader
 	say "loader started"
 fi
 say "init done"
