@@ -323,26 +323,27 @@ static int __init filewatcher_init(void)
 	}
 	fw_rp.maxactive = fw_effective_maxactive();
 
+	/* First: the handlers may run as soon as fw_register() returns. */
 	fw_path_bufs = alloc_percpu(struct fw_path_buf);
 	if (!fw_path_bufs)
 		return -ENOMEM;
 
+	ret = fw_register();
+	if (ret)
+		goto free_path_bufs;
+
+	/* After: sysfs shows fw_function, which fw_register() sets. */
 	ret = fw_sysfs_create();
 	if (ret) {
 		pr_err("creating /sys/kernel/filewatcher failed: %d\n", ret);
-		goto free_path_bufs;
+		goto unregister;
 	}
-
-	/* Last: the handlers may run as soon as this returns. */
-	ret = fw_register();
-	if (ret)
-		goto remove_sysfs;
 	pr_info("watching file creation through %s, maxactive %d\n",
 		fw_function, fw_rp.maxactive);
 	return 0;
 
-remove_sysfs:
-	kobject_put(fw_kobj);
+unregister:
+	unregister_kretprobe(&fw_rp);
 free_path_bufs:
 	free_percpu(fw_path_bufs);
 	return ret;
