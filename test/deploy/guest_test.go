@@ -132,7 +132,10 @@ func bootGuest(t *testing.T, guestDir, payload, work string) *guest {
 		}
 		cmd := exec.Command("qemu-system-x86_64",
 			// TCG: KVM hangs on these machines (notes/kernel-vm-testing.md).
-			"-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", "2048",
+			// One thread for both vCPUs, as test/vm/vm.sh does and for the
+			// same reason: multi-threaded TCG lets x86 guests hit stale int3s
+			// of static-branch patching (a tracepoint switched on or off).
+			"-accel", "tcg,thread=single", "-cpu", "max", "-smp", "2", "-m", "2048",
 			"-nodefaults", "-display", "none", "-no-reboot",
 			"-kernel", filepath.Join(guestDir, "vmlinuz"),
 			"-initrd", filepath.Join(guestDir, "initrd.cpio.gz"),
