@@ -56,8 +56,8 @@ func openFunction(t *testing.T, release string) string {
 
 // testWalkthrough follows the seed's walkthrough by hand, before any loader
 // ran: insmod, the module in /proc/modules, the tracepoint directory,
-// trace_pipe, the module's counters and the function it chose, a clean
-// rmmod.
+// trace_pipe, the tracepoint switched on and off under a create loop, the
+// module's counters and the function it chose, a clean rmmod.
 func testWalkthrough(t *testing.T, g *guest) {
 	if out := g.sh(t, "grep -c '^filewatcher ' /proc/modules || true"); strings.TrimSpace(string(out)) != "0" {
 		t.Fatalf("module loaded before insmod (--no-loader): %s", out)
@@ -74,6 +74,12 @@ func testWalkthrough(t *testing.T, g *guest) {
 		t.Errorf("kernel log says %q, want it to name %s", log, want)
 	}
 	testFtrace(t, g)
+	// Switching a tracepoint on and off patches the kernel's code while other
+	// CPUs run through it: 30 times, while files are being created.
+	g.sh(t, `T=`+tracing+`/events/filewatcher/enable
+		mkdir -p /tmp/toggle && (while :; do touch /tmp/toggle/a; rm /tmp/toggle/a; done) & loop=$!
+		for i in $(seq 1 30); do echo 1 >$T; echo 0 >$T; done
+		kill $loop`)
 	counters := g.sh(t, "cd /sys/kernel/filewatcher && grep . *")
 	for _, want := range []string{"kprobe_missed:0", "path_unresolved:0"} {
 		if !strings.Contains(string(counters), want) {
