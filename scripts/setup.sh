@@ -8,7 +8,9 @@
 #   npm   the exporter's packages (npm ci, from package-lock.json)
 #
 # Guest kernels for the VM tests are NOT installed here: test/vm/kernels.sh
-# fetches them into the project's own cache (.cache/), never into /boot.
+# fetches them into the project's own cache (~/.cache/filewatcher, see
+# test/vm/cache.sh), never into /boot; modules for kernels of other Debian
+# releases are built in chroots there (test/vm/chroot.sh, debootstrap below).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,7 +28,7 @@ apt_packages=(
 	clang llvm libbpf-dev       # regenerate the eBPF object (make generate)
 	protobuf-compiler           # regenerate protobuf code (make generate)
 	prometheus                  # real Prometheus + promtool for e2e tests
-	debootstrap e2fsprogs       # systemd guest root filesystem
+	debootstrap e2fsprogs       # systemd guest root filesystem; build chroots (test/vm/chroot.sh)
 	systemd                     # systemd-analyze verify of the units
 	docker-compose              # validate docker-compose.yml (no engine needed)
 	bpftrace linux-perf         # make bench: the peer on the same tracepoint, the loader's profile
