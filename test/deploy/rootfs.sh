@@ -146,17 +146,8 @@ mkdir -p "$ird"/{bin,dev,proc,sys,newroot,lower,payload,rw,modules}
 cp "$kdir/busybox" "$ird/bin/busybox"
 # The disks' transport and driver and overlayfs, in load order (those this
 # kernel has as modules), uncompressed for busybox's insmod.
-initrd_modules=''
-for f in $("$repo/test/vm/kernels.sh" modules --kernel "$release" virtio_pci virtio_blk overlay); do
-	m=$(basename "$f")
-	m=${m%%.ko*}
-	case "$f" in
-	*.xz) xz -dc "$f" >"$ird/modules/$m.ko" ;;
-	*.zst) zstd -qdc "$f" >"$ird/modules/$m.ko" ;;
-	*) cp "$f" "$ird/modules/$m.ko" ;;
-	esac
-	initrd_modules="$initrd_modules $m"
-done
+initrd_modules=$("$repo/test/vm/kernels.sh" modules --kernel "$release" --into "$ird/modules" virtio_pci virtio_blk overlay |
+	tr '\n' ' ') || die "cannot resolve the initramfs modules of $release"
 cat >"$ird/init" <<EOF
 #!/bin/busybox sh
 /bin/busybox --install -s /bin

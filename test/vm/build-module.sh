@@ -76,12 +76,10 @@ fi
 
 # Where to build: the host, or a chroot of the kernel's own release.
 host_release=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
-kernel_release=${suite%-backports}
-kernel_release=${kernel_release%-updates}
-kernel_release=${kernel_release%-security}
 in_chroot=0
-if [ -n "$suite" ] && [ "$kernel_release" != "$host_release" ]; then
-	in_chroot=1
+if [ -n "$suite" ]; then
+	kernel_release=$("$here/chroot.sh" release "$suite")
+	[ "$kernel_release" = "$host_release" ] || in_chroot=1
 fi
 
 rm -rf "$out"

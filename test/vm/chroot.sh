@@ -8,6 +8,8 @@
 # Usage:
 #   test/vm/chroot.sh path SUITE
 #       Print the chroot's directory (it may not exist yet).
+#   test/vm/chroot.sh release SUITE
+#       Print the Debian release whose chroot SUITE uses.
 #   test/vm/chroot.sh ensure SUITE [PACKAGE...]
 #       Make the chroot once (debootstrap --variant=minbase, ~1 min), install
 #       the packages it lacks, and print its directory.
@@ -133,7 +135,8 @@ cmd_run() {
 
 case "$cmd" in
 path) echo "$dir" ;;
+release) echo "$release" ;;
 ensure) cmd_ensure "$@" ;;
 run) cmd_run "$@" ;;
-*) die "unknown command '$cmd' (path, ensure, run)" ;;
+*) die "unknown command '$cmd' (path, release, ensure, run)" ;;
 esac

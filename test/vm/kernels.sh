@@ -21,10 +21,12 @@
 #       (otherwise a series stays on the release it was first fetched as).
 #   test/vm/kernels.sh path --kernel K [--arch amd64|arm64]
 #       Print the directory without fetching.
-#   test/vm/kernels.sh modules --kernel K [--arch amd64|arm64] MODULE...
-#       Print the .ko files (uncompressed or not, as shipped) that loading
-#       each MODULE takes, dependencies first, each once; modules built into
-#       that kernel are left out. The kernel must have been fetched.
+#   test/vm/kernels.sh modules --kernel K [--arch amd64|arm64] [--into DIR] MODULE...
+#       Print the modules that loading each MODULE takes, dependencies first,
+#       each once; modules built into that kernel are left out. The kernel
+#       must have been fetched. Without --into: their .ko files, as shipped
+#       (.ko, .ko.xz, .ko.zst); with it: their names, each copied into DIR as
+#       NAME.ko, uncompressed (busybox insmod takes no compressed modules).
 #   test/vm/kernels.sh list
 #       Print the named series and the suite each comes from.
 #   test/vm/kernels.sh mirror
@@ -90,12 +92,14 @@ esac
 kernel=''
 arch=amd64
 refresh=0
+into=''
 names=()
 while [ $# -gt 0 ]; do
 	case "$1" in
 	--kernel) kernel=${2:?--kernel needs a value}; shift 2 ;;
 	--arch) arch=${2:?--arch needs a value}; shift 2 ;;
 	--refresh) refresh=1; shift ;;
+	--into) into=${2:?--into needs a directory}; shift 2 ;;
 	-*) die "unknown argument: $1" ;;
 	*)
 		[ "$cmd" = modules ] || die "unexpected argument: $1"
@@ -140,7 +144,20 @@ if [ "$cmd" = modules ]; then
 	# modprobe reads the modules.dep that fetch made; -a: every name is a module.
 	out=$(modprobe -d "$dir/root" -S "$(cat "$dir/release")" --show-depends -a "${names[@]}") ||
 		die "modules: modprobe cannot resolve ${names[*]} in $(cat "$dir/release")"
-	awk '$1 == "insmod" && !seen[$2]++ {print $2}' <<<"$out"
+	for ko in $(awk '$1 == "insmod" && !seen[$2]++ {print $2}' <<<"$out"); do
+		if [ -z "$into" ]; then
+			echo "$ko"
+			continue
+		fi
+		m=$(basename "$ko")
+		m=${m%%.ko*}
+		case "$ko" in
+		*.xz) xz -dc "$ko" >"$into/$m.ko" ;;
+		*.zst) zstd -qdc "$ko" >"$into/$m.ko" ;;
+		*) cp "$ko" "$into/$m.ko" ;;
+		esac || die "modules: cannot copy $ko into $into"
+		echo "$m"
+	done
 	exit 0
 fi
 

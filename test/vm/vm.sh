@@ -211,19 +211,10 @@ make_initramfs() {
 	printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
 	printf 'root:x:0:\n' >"$root/etc/group"
 
-	local ko m mods=() kos
-	kos=$("$here/kernels.sh" modules --kernel "$(cat "$kdir/release")" --arch "$arch" "${net_modules[@]}") ||
+	local mods
+	mods=$("$here/kernels.sh" modules --kernel "$(cat "$kdir/release")" --arch "$arch" \
+		--into "$root/lib/modules/filewatcher-vm" "${net_modules[@]}" | tr '\n' ' ') ||
 		die "up: cannot resolve ${net_modules[*]} in $(cat "$kdir/release")"
-	for ko in $kos; do
-		m=$(basename "$ko")
-		m=${m%%.ko*}
-		case "$ko" in
-		*.xz) xz -dc "$ko" >"$root/lib/modules/filewatcher-vm/$m.ko" ;;
-		*.zst) zstd -qdc "$ko" >"$root/lib/modules/filewatcher-vm/$m.ko" ;;
-		*) cp "$ko" "$root/lib/modules/filewatcher-vm/$m.ko" ;;
-		esac
-		mods+=("$m")
-	done
 
 	if [ "$module" = 1 ]; then cp "$kmod_dir/filewatcher.ko" "$root/filewatcher/filewatcher.ko"; fi
 	if [ "$module" = 1 ]; then
@@ -247,7 +238,7 @@ make_initramfs() {
 	# Single quotes survive anything but a single quote, which is spelled '\''.
 	local quoted=${loader_args//\'/\'\\\'\'}
 	cat >"$root/filewatcher/vm.conf" <<EOF
-FW_NET_MODULES='${mods[*]}'
+FW_NET_MODULES='${mods% }'
 FW_AGENT_PORT=$guest_agent_port
 FW_LOADER_PORT=$guest_grpc_port
 FW_START_LOADER=$loader
