@@ -86,6 +86,7 @@ rm -rf "$out"
 mkdir -p "$out"
 out=$(cd "$out" && pwd -P)
 cp -a "$repo/kmod/." "$out/"
+# kmod/ may hold objects of a native build (make kmod): not this kernel's.
 make -C "$out" clean >/dev/null
 log=$out/build.log
 if [ "$in_chroot" = 1 ]; then

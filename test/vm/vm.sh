@@ -121,7 +121,7 @@ cmd_up() {
 		*) die "up: unknown argument '$1' (see vm.sh help)" ;;
 		esac
 	done
-	[ -n "$series" ] || die "up: --kernel is required: a series ($("$here/kernels.sh" list | awk '{printf "%s%s", s, $1; s=", "}')) or a Debian cloud kernel release"
+	[ -n "$series" ] || die "up: --kernel is required: a series (test/vm/kernels.sh list) or a Debian cloud kernel release"
 	case "$arch" in amd64 | arm64) ;; *) die "up: unsupported --arch '$arch' (amd64, arm64)" ;; esac
 	[[ "$timeout" =~ ^[0-9]+$ ]] || die "up: --timeout wants whole seconds, got '$timeout'"
 	[[ "$ttl" =~ ^[0-9]+$ ]] || die "up: --ttl wants whole seconds, got '$ttl'"
@@ -216,8 +216,8 @@ make_initramfs() {
 		--into "$root/lib/modules/filewatcher-vm" "${net_modules[@]}" | tr '\n' ' ') ||
 		die "up: cannot resolve ${net_modules[*]} in $(cat "$kdir/release")"
 
-	if [ "$module" = 1 ]; then cp "$kmod_dir/filewatcher.ko" "$root/filewatcher/filewatcher.ko"; fi
 	if [ "$module" = 1 ]; then
+		cp "$kmod_dir/filewatcher.ko" "$root/filewatcher/filewatcher.ko"
 		cp "$bin/filewatcher-loader" "$root/filewatcher/filewatcher-loader"
 		cp "$here/guest/start-loader.sh" "$root/filewatcher/start-loader"
 		chmod 0755 "$root/filewatcher/start-loader"
