@@ -1,12 +1,19 @@
 //go:build ignore
 
-// filewatcher.bpf.c: forwards the kernel module's filewatcher/file_created
-// tracepoint to user space through a BPF ring buffer.
+// filewatcher.bpf.c: the two probes that report file creations to user space
+// through one BPF ring buffer.
 //
-// Each record is a struct event_hdr followed by exactly hdr.path_len bytes of
-// path (no NUL, no padding): records are sized to the path, not to PATH_MAX.
-// Nothing is lost silently: an event that cannot be written (ring buffer full)
-// or read (bad tracepoint record) is counted in the per-CPU counters map,
+//  - kmod: file_created, on the kernel module's filewatcher/file_created
+//    tracepoint, forwards what the module fires.
+//  - bpf (the eBPF-only probe, for hosts that cannot load the module):
+//    fentry_security_file_open and fexit_open see the same creations without
+//    a module, on kernels with BTF and BPF trampolines.
+//
+// The loader loads the programs of one probe only (loader-go/internal/kernel).
+// Both write the same records: a struct event_hdr followed by exactly
+// hdr.path_len bytes of path (no NUL, no padding), so records are sized to
+// the path, not to PATH_MAX. Nothing is lost silently: an event that cannot
+// be written (ring buffer full) or read is counted in the per-CPU losses map,
 // which the loader polls and turns into in-band gaps. A record wakes the
 // reader only once 1/8 of the ring is unread; the loader also reads on a timer.
 //
@@ -18,7 +25,14 @@
 #include <bpf/bpf_helpers.h>
 
 #define PATH_MAX 4096
+#define NAME_MAX 255
 #define TASK_COMM_LEN 16
+
+// As in the kernel: include/linux/fs.h (0x100000 in every kernel 5.10 to
+// 7.x), the generic fcntl.h (x86 and arm64 alike), kmod/filewatcher_trace.h.
+#define FMODE_CREATED 0x100000
+#define O_CREAT 00000100
+#define FW_PATH_UNRESOLVED 1
 
 // Mirrors /sys/kernel/tracing/events/filewatcher/file_created/format:
 //
@@ -42,6 +56,36 @@ struct file_created_ctx {
 	__u32 flags;
 };
 
+// The kernel's own types, as far as the eBPF-only probe reads them. With
+// preserve_access_index every member access is relocated (CO-RE) against the
+// running kernel's BTF when the loader loads the program, so the offsets are
+// the running kernel's, whatever its struct layout; a member it lacks fails
+// the load, never reads the wrong memory.
+struct vfsmount;
+struct qstr {
+	const unsigned char *name;
+} __attribute__((preserve_access_index));
+struct inode_operations {
+	void *atomic_open;
+} __attribute__((preserve_access_index));
+struct inode {
+	const struct inode_operations *i_op;
+} __attribute__((preserve_access_index));
+struct dentry {
+	struct dentry *d_parent;
+	struct qstr d_name;
+	struct inode *d_inode;
+} __attribute__((preserve_access_index));
+struct path {
+	struct vfsmount *mnt;
+	struct dentry *dentry;
+} __attribute__((preserve_access_index));
+struct file {
+	struct path f_path;
+	unsigned int f_flags;
+	unsigned int f_mode;
+} __attribute__((preserve_access_index));
+
 // Header of every ring-buffer record; decoded by loader-go/internal/kernel.
 struct event_hdr {
 	__u64 ktime_ns;
@@ -50,7 +94,7 @@ struct event_hdr {
 	__u32 tgid;	// process id
 	__u32 uid;
 	__u32 gid;
-	__u32 flags;	// the tracepoint's flags (bit 0: path unresolved)
+	__u32 flags;	// bit 0: path unresolved (FW_PATH_UNRESOLVED)
 	__u32 path_len;	// path bytes following the header, without NUL
 	char comm[TASK_COMM_LEN];
 };
@@ -60,10 +104,18 @@ struct event {
 	char path[PATH_MAX];
 };
 
+// An event of the eBPF-only probe waiting for its open to finish (see
+// fexit_open), with the struct file it is about.
+struct pending {
+	__u64 file;
+	struct event ev;
+};
+
 // Loss counters, one slot per CPU; the loader sums them.
 struct loss_counters {
 	__u64 ringbuf_full;	// events bpf_ringbuf_output could not write
-	__u64 read_errors;	// events whose path could not be read
+	__u64 read_errors;	// events whose path could not be read, or
+				// that found pending_opens full
 };
 
 // The loader sets max_entries (the ring size in bytes) at load time.
@@ -84,40 +136,43 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct event);
+	__type(value, struct pending);
 } scratch SEC(".maps");
 
-SEC("tracepoint/filewatcher/file_created")
-int file_created(struct file_created_ctx *ctx)
+// Creations on filesystems that finish them in ->atomic_open, by task
+// (pid_tgid): at most one per task, since a task is in one open at a time.
+// Preallocated (tracing programs must not allocate); ~4.2 KiB an entry, so
+// 256 cost ~1 MiB, and only in the eBPF-only probe. A creation that finds it
+// full is counted in read_errors.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u64);
+	__type(value, struct pending);
+} pending_opens SEC(".maps");
+
+// fill_hdr sets everything in e->hdr but path_len from the current task.
+static __always_inline void fill_hdr(struct event *e, __u32 flags)
 {
-	__u32 zero = 0;
-	struct event *e = bpf_map_lookup_elem(&scratch, &zero);
-	struct loss_counters *c = bpf_map_lookup_elem(&losses, &zero);
-	if (!e || !c)
-		return 0;
-
-	__u32 loc = ctx->__data_loc_filename;
-	long n = bpf_probe_read_kernel_str(e->path, sizeof(e->path),
-					   (void *)ctx + (loc & 0xffff));
-	if (n <= 0) {
-		c->read_errors++;
-		return 0;
-	}
-	// n counts the NUL and is at most PATH_MAX, so n - 1 fits in 12 bits;
-	// the mask lets the verifier see that the record stays inside *e.
-	__u32 path_len = (__u32)(n - 1) & (PATH_MAX - 1);
-
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u64 uid_gid = bpf_get_current_uid_gid();
+
 	e->hdr.ktime_ns = bpf_ktime_get_ns();
 	e->hdr.cgroup_id = bpf_get_current_cgroup_id();
 	e->hdr.pid = (__u32)pid_tgid;
 	e->hdr.tgid = pid_tgid >> 32;
 	e->hdr.uid = (__u32)uid_gid;
 	e->hdr.gid = uid_gid >> 32;
-	e->hdr.flags = ctx->flags;
-	e->hdr.path_len = path_len;
+	e->hdr.flags = flags;
 	bpf_get_current_comm(e->hdr.comm, sizeof(e->hdr.comm));
+}
+
+// submit writes e, whose path_len is set, to the ring buffer.
+static __always_inline void submit(struct event *e, struct loss_counters *c)
+{
+	// path_len is below PATH_MAX (it excludes the NUL); the mask lets the
+	// verifier see that the record stays inside *e.
+	__u32 path_len = e->hdr.path_len & (PATH_MAX - 1);
 
 	// Flags 0 wake the reader for every record written into an empty ring,
 	// i.e. for nearly every file created at ordinary rates, and those
@@ -131,6 +186,105 @@ int file_created(struct file_created_ctx *ctx)
 		wakeup = BPF_RB_FORCE_WAKEUP;
 	if (bpf_ringbuf_output(&events, e, sizeof(e->hdr) + path_len, wakeup))
 		c->ringbuf_full++;
+}
+
+// The kmod probe: the module fired its tracepoint for a file it saw created.
+SEC("tracepoint/filewatcher/file_created")
+int file_created(struct file_created_ctx *ctx)
+{
+	__u32 zero = 0;
+	struct pending *p = bpf_map_lookup_elem(&scratch, &zero);
+	struct loss_counters *c = bpf_map_lookup_elem(&losses, &zero);
+	if (!p || !c)
+		return 0;
+	struct event *e = &p->ev;
+
+	__u32 loc = ctx->__data_loc_filename;
+	long n = bpf_probe_read_kernel_str(e->path, sizeof(e->path),
+					   (void *)ctx + (loc & 0xffff));
+	if (n <= 0) {
+		c->read_errors++;
+		return 0;
+	}
+	fill_hdr(e, ctx->flags);
+	// n counts the NUL and is at most PATH_MAX.
+	e->hdr.path_len = (__u32)(n - 1) & (PATH_MAX - 1);
+	submit(e, c);
+	return 0;
+}
+
+// The eBPF-only probe, part 1: every open reaches security_file_open() once
+// its struct file has a path, and bpf_d_path() may run here (the kernel
+// allows it only on a list of functions this is on). The filesystem has set
+// FMODE_CREATED by now if the open created the file, except on filesystems
+// that finish the create inside ->atomic_open and set it only afterwards
+// (9p, vboxsf): for an O_CREAT open on those, the event is built here and
+// kept in pending_opens until fexit_open sees whether the open created it.
+SEC("fentry/security_file_open")
+int fentry_security_file_open(__u64 *ctx)
+{
+	struct file *file = (struct file *)ctx[0];
+	int wait = 0;
+
+	if (!(file->f_mode & FMODE_CREATED)) {
+		if (!(file->f_flags & O_CREAT))
+			return 0;
+		if (!file->f_path.dentry->d_parent->d_inode->i_op->atomic_open)
+			return 0;
+		wait = 1;
+	}
+
+	__u32 zero = 0;
+	struct pending *p = bpf_map_lookup_elem(&scratch, &zero);
+	struct loss_counters *c = bpf_map_lookup_elem(&losses, &zero);
+	if (!p || !c)
+		return 0;
+	struct event *e = &p->ev;
+
+	// The absolute path as the creating task sees it, like the module's
+	// d_path(); one that does not fit in PATH_MAX gives the bare name,
+	// flagged, as the module does.
+	__u32 flags = 0;
+	long n = bpf_d_path(&file->f_path, e->path, sizeof(e->path));
+	if (n <= 0) {
+		flags = FW_PATH_UNRESOLVED;
+		n = bpf_probe_read_kernel_str(e->path, NAME_MAX + 1,
+					      file->f_path.dentry->d_name.name);
+		if (n <= 0) {
+			c->read_errors++;
+			return 0;
+		}
+	}
+	fill_hdr(e, flags);
+	e->hdr.path_len = (__u32)(n - 1) & (PATH_MAX - 1);
+	if (!wait) {
+		submit(e, c);
+		return 0;
+	}
+	__u64 key = bpf_get_current_pid_tgid();
+	p->file = (__u64)file;
+	if (bpf_map_update_elem(&pending_opens, &key, p, BPF_ANY))
+		c->read_errors++;
+	return 0;
+}
+
+// The eBPF-only probe, part 2: the return of the open function
+// (do_filp_open, or do_file_open since Linux 7.0: the loader sets the
+// attach point) sends the event part 1 kept, if this open created the file.
+SEC("fexit/do_filp_open")
+int fexit_open(__u64 *ctx)
+{
+	__u64 key = bpf_get_current_pid_tgid();
+	struct pending *p = bpf_map_lookup_elem(&pending_opens, &key);
+	if (!p)
+		return 0;
+	// do_filp_open(dfd, pathname, op) returns struct file * (or an error).
+	struct file *file = (struct file *)ctx[3];
+	__u32 zero = 0;
+	struct loss_counters *c = bpf_map_lookup_elem(&losses, &zero);
+	if (c && p->file == (__u64)file && (file->f_mode & FMODE_CREATED))
+		submit(&p->ev, c);
+	bpf_map_delete_elem(&pending_opens, &key);
 	return 0;
 }
 

@@ -28,7 +28,7 @@
 #   /usr/local/lib/sysusers.d/filewatcher.conf    the "filewatcher" group
 #   /etc/filewatcher/filewatcher.env              options (never overwritten once edited)
 #   /usr/local/share/doc/filewatcher/             this README, the Prometheus examples and
-#                                                 systemd/least-privilege.conf (opt-in drop-in)
+#                                                 systemd/{least-privilege,bpf-probe}.conf (opt-in drop-ins)
 #
 # Paths inside the installed units and env file are rewritten from /usr/local
 # and /etc to PREFIX and SYSCONFDIR. On the live system (no DESTDIR) install
@@ -152,8 +152,9 @@ EOF
 
 	install -m 0644 "$here/README.md" "$d$docdir/README.md"
 	install -m 0644 "$here/prometheus/prometheus.yml" "$here/prometheus/rules.yml" "$d$docdir/prometheus/"
-	# Opt-in drop-in for kernels with perf_event_paranoid <= 2 (see the unit).
-	install -m 0644 "$here/systemd/least-privilege.conf" "$d$docdir/systemd/"
+	# Opt-in drop-ins: for kernels with perf_event_paranoid <= 2, and for
+	# hosts that never load the module (see each file).
+	install -m 0644 "$here/systemd/least-privilege.conf" "$here/systemd/bpf-probe.conf" "$d$docdir/systemd/"
 
 	if live; then
 		systemd-sysusers "$SYSUSERSDIR/filewatcher.conf"

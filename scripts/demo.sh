@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # demo.sh — `make demo`: the whole pipeline with one command.
 #
-# Where this host can load the module (root, /proc/modules, headers for the
-# running kernel) it runs natively: loader + exporter here. Where it cannot,
-# it boots a Debian 6.1 cloud kernel in qemu with the module and the loader,
-# and runs the exporter and Prometheus here on 127.0.0.1, fed through a port
-# forward. Either way it creates riptides-demo, shows the seed's
+# As root it first runs the loader natively with --probe auto: the module
+# where it loads (built here when the running kernel's headers are
+# installed), else the eBPF-only probe, which needs no module. Only where
+# neither probe can run here (not root, no BTF or BPF trampolines, a kernel
+# that refuses tracing programs) it boots a Debian 6.1 cloud kernel in qemu
+# with the module and the loader, and runs the exporter and Prometheus here on
+# 127.0.0.1, fed through a port forward. It says which it chose and why.
+# Either way it creates riptides-demo, shows the seed's
 #   curl localhost:8080/metrics | grep file_created
 # and keeps running until Ctrl-C.
 set -euo pipefail
@@ -28,11 +31,6 @@ for p in "$metrics_port" "$prom_port"; do
 	fi
 done
 
-native=no
-if [ "$(id -u)" -eq 0 ] && [ -e /proc/modules ] && [ -e "/lib/modules/$(uname -r)/build/Makefile" ]; then
-	native=yes
-fi
-
 pids=()
 vm_up=no
 cleanup() {
@@ -53,20 +51,49 @@ wait_http() { # url what
 	return 1
 }
 
-if [ "$native" = yes ]; then
-	say "this host can load modules: running natively"
-	make --no-print-directory kmod loader exporter >&2
-	loader_addr=unix://$run_dir/loader.sock
-	module_args=()
-	grep -q '^filewatcher ' /proc/modules || module_args=(--module "$repo/kmod/filewatcher.ko")
+# try_native starts the loader here and waits until it serves (0) or exits
+# (1, with why set to what it said).
+why=
+try_native() {
+	if [ "$(id -u)" -ne 0 ]; then
+		why="not root: loading a probe needs root"
+		return 1
+	fi
+	local module_args=()
+	if grep -qs '^filewatcher ' /proc/modules; then
+		: # loaded already: --probe auto checks and uses it
+	elif [ -e /proc/modules ] && [ -e "/lib/modules/$(uname -r)/build/Makefile" ]; then
+		make --no-print-directory kmod >&2 && module_args=(--module "$repo/kmod/filewatcher.ko")
+	fi
 	bin/filewatcher-loader --listen "$loader_addr" "${module_args[@]}" >"$run_dir/loader.log" 2>&1 &
-	pids+=($!)
+	local pid=$!
+	for _ in $(seq 1 150); do
+		if grep -q 'msg=ready' "$run_dir/loader.log"; then
+			pids+=("$pid")
+			return 0
+		fi
+		if ! kill -0 "$pid" 2>/dev/null; then
+			why=$(sed -n 's/.*msg=exiting error=//p' "$run_dir/loader.log" | tail -n 1)
+			return 1
+		fi
+		sleep 0.2
+	done
+	kill "$pid" 2>/dev/null || true
+	why="the loader did not get ready in 30 s (log: $run_dir/loader.log)"
+	return 1
+}
+
+make --no-print-directory loader exporter >&2
+loader_addr=unix://$run_dir/loader.sock
+if try_native; then
+	probe=$(sed -n 's/.*msg="probe chosen" //p' "$run_dir/loader.log" | tail -n 1)
+	say "running natively: $probe"
+	grep 'not using the kernel module' "$run_dir/loader.log" >&2 || true
 	create() { (cd /tmp && touch "$@"); }
-	where="the loader runs here (log: $run_dir/loader.log)"
+	where="the loader runs here ($probe; log: $run_dir/loader.log)"
 	dir=/tmp
 else
-	say "this host cannot load modules: booting Debian $kernel in qemu (TCG) with the module and the loader"
-	make --no-print-directory loader exporter >&2
+	say "neither probe can run on this host ($why): booting Debian $kernel in qemu (TCG) with the module and the loader"
 	loader_addr=$(test/vm/vm.sh up --name demo --kernel "$kernel")
 	vm_up=yes
 	create() { test/vm/vm.sh exec --name demo -- sh -c 'cd /tmp && touch "$@"' sh "$@"; }

@@ -124,13 +124,16 @@ function registerObservables(
     };
   gauge(
     'filewatcher_loader_info',
-    "The loader's versions and event source, as labels; always 1.",
+    "The loader's versions, event source and probe (which, why, on what function), as labels; always 1.",
     status((s, r) =>
       r.observe(1, {
         loader_version: s.loader_version,
         module_version: s.module_version,
         kernel_release: s.kernel_release,
         source: s.source,
+        probe: s.probe,
+        probe_reason: s.probe_reason,
+        probe_function: s.probe_function,
       }),
     ),
   );

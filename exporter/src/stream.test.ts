@@ -165,6 +165,33 @@ describe('file_created_total', () => {
   }
 });
 
+describe('loader info', () => {
+  it('shows which probe the loader runs, and why, in filewatcher_loader_info', async () => {
+    const r = await run('--status-interval=100ms');
+    try {
+      r.loader.status = {
+        run_id: 'run-1',
+        source: 'kernel',
+        loader_version: '1.2.3',
+        module_version: '',
+        kernel_release: '6.1.0-50-cloud-amd64',
+        probe: 'bpf',
+        probe_reason: 'lockdown',
+        probe_function: 'do_filp_open',
+      };
+      const want = metric(
+        'filewatcher_loader_info',
+        'loader_version="1.2.3",module_version="",kernel_release="6.1.0-50-cloud-amd64",source="kernel",' +
+          'probe="bpf",probe_reason="lockdown",probe_function="do_filp_open"',
+      );
+      const text = await scrapeUntil(r.url, want, 1);
+      assert.equal(sample(text, want), 1);
+    } finally {
+      await stop(r);
+    }
+  });
+});
+
 describe('loss accounting', () => {
   it('counts reported gaps by reason, unreported sequence gaps, and the loader counters', async () => {
     const r = await run();

@@ -47,9 +47,10 @@ grep -q "^FILEWATCHER_MODULE=$p/usr/lib/filewatcher/filewatcher.ko$" "$p/etc/fil
 	fail "env file: FILEWATCHER_MODULE not rewritten to PREFIX"
 # The exporter wrapper runs the installed package: --help must work from it.
 "$p/usr/bin/filewatcher-exporter" --help >/dev/null || fail "installed filewatcher-exporter --help"
-# With the opt-in drop-in in place too, as an administrator would add it.
+# With the opt-in drop-ins in place too, as an administrator would add them.
 mkdir -p "$p/units/filewatcher-loader.service.d"
-cp "$p/usr/share/doc/filewatcher/systemd/least-privilege.conf" "$p/units/filewatcher-loader.service.d/"
+cp "$p/usr/share/doc/filewatcher/systemd/least-privilege.conf" "$p/usr/share/doc/filewatcher/systemd/bpf-probe.conf" \
+	"$p/units/filewatcher-loader.service.d/"
 if ! SYSTEMD_UNIT_PATH="$p/units:" systemd-analyze verify --man=no \
 	"$p/units/filewatcher-loader.service" "$p/units/filewatcher-exporter.service" >"$tmp/verify.log" 2>&1 ||
 	[ -s "$tmp/verify.log" ]; then

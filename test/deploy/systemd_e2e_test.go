@@ -284,6 +284,68 @@ systemctl restart filewatcher-loader.service`)
 		g.must(t, "test -d /sys/module/filewatcher")
 		step("started again")
 	})
+
+	// Last: lockdown cannot be lifted without a reboot.
+	loaderInfo := func(probe, reason string) error {
+		ms, err := metrics()
+		if err != nil {
+			return err
+		}
+		if _, found := find(ms, "filewatcher_loader_info", map[string]string{"probe": probe, "probe_reason": reason}); !found {
+			return fmt.Errorf("no filewatcher_loader_info{probe=%q,probe_reason=%q}", probe, reason)
+		}
+		return nil
+	}
+	capsWithout := capsLeast &^ (uint64(1) << capSysModule) // least-privilege.conf is still in place
+	ok = t.Run("lockdown: auto falls back to the eBPF-only probe and drops CAP_SYS_MODULE", func(t *testing.T) {
+		g.must(t, "echo integrity > /sys/kernel/security/lockdown && systemctl restart filewatcher-loader.service")
+		why := g.must(t, "journalctl --no-pager -b -u filewatcher-loader -o cat | grep 'not using the kernel module' | tail -n 1")
+		if !strings.Contains(why, "reason=lockdown") || !strings.Contains(why, "lockdown=integrity") {
+			t.Errorf("the loader's fallback line: %q, want reason=lockdown and lockdown=integrity", why)
+		}
+		if _, _, code := g.sh(t, "test -e /sys/module/filewatcher"); code == 0 {
+			t.Errorf("/sys/module/filewatcher exists under lockdown")
+		}
+		caps := g.must(t, `grep -E '^Cap(Eff|Bnd):' /proc/$(systemctl show -P MainPID filewatcher-loader)/status | cut -f2`)
+		for _, c := range strings.Fields(caps) {
+			if got, err := strconv.ParseUint(c, 16, 64); err != nil || got != capsWithout {
+				t.Errorf("loader CapEff/CapBnd = %q, want %016x (PERFMON, BPF: no SYS_MODULE)", caps, capsWithout)
+			}
+		}
+		subscribed(t)
+		eventually(t, time.Minute, time.Second, "the exporter shows the probe", func() error { return loaderInfo("bpf", "lockdown") })
+		g.must(t, "touch /srv/fw-e2e/locked-down")
+		eventually(t, time.Minute, time.Second, "file created under lockdown is counted", func() error {
+			return counted("/srv/fw-e2e", "locked-down", 1)
+		})
+		step("lockdown: eBPF-only probe")
+	})
+	if !ok {
+		t.FailNow()
+	}
+
+	t.Run("bpf-probe.conf: the eBPF-only probe by the unit's rule", func(t *testing.T) {
+		g.must(t, `set -e
+cp /usr/local/share/doc/filewatcher/systemd/bpf-probe.conf /etc/systemd/system/filewatcher-loader.service.d/
+systemctl daemon-reload
+systemctl restart filewatcher-loader.service`)
+		caps := g.must(t, `grep -E '^Cap(Eff|Bnd):' /proc/$(systemctl show -P MainPID filewatcher-loader)/status | cut -f2`)
+		for _, c := range strings.Fields(caps) {
+			if got, err := strconv.ParseUint(c, 16, 64); err != nil || got != capsWithout {
+				t.Errorf("loader CapEff/CapBnd = %q, want %016x", caps, capsWithout)
+			}
+		}
+		if n := g.must(t, "journalctl --no-pager -b -u filewatcher-loader -o cat _PID=$(systemctl show -P MainPID filewatcher-loader) | grep -c 'not using the kernel module' || true"); n != "0" {
+			t.Errorf("the loader under --probe bpf logged a fallback")
+		}
+		subscribed(t)
+		eventually(t, time.Minute, time.Second, "the exporter shows the probe", func() error { return loaderInfo("bpf", "requested") })
+		g.must(t, "touch /srv/fw-e2e/bpf-probe")
+		eventually(t, time.Minute, time.Second, "file created under bpf-probe.conf is counted", func() error {
+			return counted("/srv/fw-e2e", "bpf-probe", 1)
+		})
+		step("bpf-probe.conf")
+	})
 }
 
 // Loader capabilities (bit numbers from linux/capability.h).

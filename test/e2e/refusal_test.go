@@ -16,7 +16,9 @@ import (
 
 // testRefusals makes the loader meet, on a real kernel, each thing that does
 // not fit it, and checks that it refuses with a message saying what differs,
-// before the module is inserted or the program attached. The kernel's own
+// before the module is inserted or the program attached: the module's checks
+// under --probe kmod (under auto each would fall back: testProbes), the
+// eBPF-only probe's under --probe bpf, and auto where neither can run. The kernel's own
 // files are shadowed with mounts where the kernel cannot be made to differ:
 // its BTF (/sys/kernel/btf) and the tracepoint's format file.
 func testRefusals(t *testing.T, g *guest) {
@@ -26,6 +28,7 @@ func testRefusals(t *testing.T, g *guest) {
 	g.writeFile(t, "/tmp/other-prototype.btf", otherPrototypeBTF(t))
 	const format = tracing + "/events/filewatcher/file_created/format"
 	shadowBTF := "mount -t tmpfs none /sys/kernel/btf && cp /tmp/other-prototype.btf /sys/kernel/btf/vmlinux"
+	const noBTF = "it has no kernel BTF at /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF); nothing was loaded"
 	cases := []struct {
 		name        string
 		loaded      bool // insmod by hand first: the loader finds it loaded
@@ -34,20 +37,29 @@ func testRefusals(t *testing.T, g *guest) {
 		want        string
 	}{
 		{name: "module built for another kernel",
-			args: []string{"--module", "/tmp/other-kernel.ko"},
+			args: []string{"--probe", "kmod", "--module", "/tmp/other-kernel.ko"},
 			want: "module built for another kernel: module is for " + otherRelease + ", running " + g.release},
 		{name: "no kernel BTF",
 			setup: "mount -t tmpfs none /sys/kernel/btf", undo: "umount /sys/kernel/btf",
+			args: []string{"--probe", "kmod", "--module", "/filewatcher/filewatcher.ko"},
+			want: "this kernel cannot run filewatcher: " + noBTF},
+		{name: "eBPF-only probe without kernel BTF",
+			setup: "mount -t tmpfs none /sys/kernel/btf", undo: "umount /sys/kernel/btf",
+			args: []string{"--probe", "bpf"},
+			want: "this kernel cannot run filewatcher: " + noBTF},
+		{name: "auto without kernel BTF: neither probe",
+			setup: "mount -t tmpfs none /sys/kernel/btf", undo: "umount /sys/kernel/btf",
 			args: []string{"--module", "/filewatcher/filewatcher.ko"},
-			want: "this kernel cannot run filewatcher: it has no kernel BTF at /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF); nothing was loaded"},
+			want: "no probe can run: the kernel module: this kernel cannot run filewatcher: " + noBTF +
+				"; the eBPF-only probe: this kernel cannot run filewatcher: " + noBTF},
 		{name: "open function of another prototype",
 			setup: shadowBTF, undo: "umount /sys/kernel/btf",
-			args: []string{"--module", "/filewatcher/filewatcher.ko"},
+			args: []string{"--probe", "kmod", "--module", "/filewatcher/filewatcher.ko"},
 			want: "does not have the prototype the module relies on: " + fn + "'s third parameter op: is const struct open_how *, want a pointer to struct open_flags; nothing was loaded"},
 		{name: "loaded module probes a function of another prototype", loaded: true,
-			setup: shadowBTF, undo: "umount /sys/kernel/btf",
+			setup: shadowBTF, undo: "umount /sys/kernel/btf", args: []string{"--probe", "kmod"},
 			want: "the loaded module probes " + fn + ": the open function does not have the prototype"},
-		{name: "tracepoint laid out otherwise", loaded: true,
+		{name: "tracepoint laid out otherwise", loaded: true, args: []string{"--probe", "kmod"},
 			setup: "sed 's/offset:12;/offset:16;/' " + format + " >/tmp/format && mount -o bind /tmp/format " + format,
 			undo:  "umount " + format,
 			want:  "not laid out as the BPF program reads it: field flags is at offset 16, size 4; the program reads offset 12, size 4"},

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,9 @@ import (
 // (a go test -timeout panic or SIGKILL skips t.Cleanup). A kernel's tests
 // take a minute or two.
 const vmTTL = 20 * time.Minute
+
+// vmName matches what vm.sh does not take in a VM's name.
+var vmName = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 
 // guest is a VM booted by test/vm/vm.sh for one test.
 type guest struct {
@@ -43,7 +47,7 @@ func bootGuest(t *testing.T, kernel string, extra ...string) *guest {
 	t.Helper()
 	name := fmt.Sprintf("e2e-%s-%s-%d", guestArch(), strings.ReplaceAll(kernel, ".", "_"), os.Getpid())
 	if len(extra) > 0 {
-		name += "-" + strings.Trim(strings.Join(extra, "_"), "-")
+		name += "-" + vmName.ReplaceAllString(strings.Trim(strings.Join(extra, "_"), "-"), "_")
 	}
 	args := append([]string{"up", "--kernel", kernel, "--arch", guestArch(), "--name", name,
 		"--ttl", fmt.Sprint(int(vmTTL.Seconds())), "--add", fwopenBin + ":/usr/local/bin/fwopen"}, extra...)
@@ -82,12 +86,14 @@ func bootGuest(t *testing.T, kernel string, extra ...string) *guest {
 }
 
 // startLoader starts the loader in a guest booted with --no-loader, as init
-// would have (the guest's start-loader), and waits until it answers
-// GetStatus from the host.
-func (g *guest) startLoader(t *testing.T) {
+// would have (the guest's start-loader, which loads the module the harness
+// built), with args added, and waits until it answers GetStatus from the
+// host.
+func (g *guest) startLoader(t *testing.T, args ...string) {
 	t.Helper()
-	g.run(t, 0, argv("start-loader"))
-	deadline := time.Now().Add(2 * time.Minute)
+	g.run(t, 0, argv(append([]string{"start-loader"}, args...)...))
+	started := time.Now()
+	deadline := started.Add(2 * time.Minute)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_, err := g.client.GetStatus(ctx, &fwv1.GetStatusRequest{})
@@ -95,7 +101,10 @@ func (g *guest) startLoader(t *testing.T) {
 		if err == nil {
 			return
 		}
-		gone := strings.TrimSpace(string(g.sh(t, "pidof filewatcher-loader >/dev/null || echo gone"))) == "gone"
+		// start-loader starts it in the background: give it a moment to
+		// appear before taking its absence for an exit.
+		gone := time.Since(started) > 3*time.Second &&
+			strings.TrimSpace(string(g.sh(t, "pidof filewatcher-loader >/dev/null || echo gone"))) == "gone"
 		if gone || time.Now().After(deadline) {
 			t.Fatalf("the loader does not answer GetStatus (%v); its log:\n%s", err, g.sh(t, "tail -n 40 /var/log/filewatcher-loader.log"))
 		}

@@ -14,10 +14,11 @@ import (
 // Reconcile is one creation storm through the whole kernel path, with every
 // event accounted for.
 type Reconcile struct {
+	Probe       string // the loader's --probe: probeModule or probeBPF
 	RingSize    int
 	Storm       Storm
-	Fired       uint64 // module events_fired delta
-	Missed      uint64 // module kprobe_missed delta
+	Fired       uint64 // module events_fired delta (probeModule only)
+	Missed      uint64 // module kprobe_missed delta (probeModule only)
 	Delivered   uint64 // events received under the storm's directory
 	Other       uint64 // events received from elsewhere
 	Lost        map[string]uint64
@@ -52,6 +53,9 @@ type Breakdown struct {
 	Cost     map[string]Sample // wall time per create ÷ the same round's "without"
 	CPU      map[string]Sample // CPU time per create ÷ the same round's "without"
 	OpenCost map[string]Sample // wall time per open of an existing file ÷ the same round's "without"
+	// The eBPF-only probe's wall time per create and per open ÷ the
+	// module's (stageBPF ÷ stageOurs), per round.
+	BPFvsModule, BPFvsModuleOpen Sample
 }
 
 // PeerRun is one consumer of the tracepoint during a creation storm.
@@ -86,8 +90,11 @@ func (b *Bench) kernelPath(ctx context.Context) (*KernelPath, error) {
 	k := &KernelPath{Kernel: v.Kernel, BootTime: v.BootTime}
 	logf("  guest %s up in %.0fs", v.Kernel, v.BootTime.Seconds())
 
-	for _, ring := range []int{0, b.cfg.smallRing} {
-		r, err := b.reconcile(ctx, v, ring)
+	for _, run := range []struct {
+		probe string
+		ring  int
+	}{{probeModule, 0}, {probeModule, b.cfg.smallRing}, {probeBPF, 0}} {
+		r, err := b.reconcile(ctx, v, run.ring, run.probe)
 		if err != nil {
 			return k, err
 		}
@@ -120,14 +127,20 @@ func (b *Bench) kernelPath(ctx context.Context) (*KernelPath, error) {
 	return k, nil
 }
 
-func (b *Bench) reconcile(ctx context.Context, v *VM, ring int) (Reconcile, error) {
-	r := Reconcile{RingSize: ring, Lost: map[string]uint64{}}
-	tag := "default-ring"
+// The loader's --probe values the benchmark runs.
+const (
+	probeModule = "kmod"
+	probeBPF    = "bpf"
+)
+
+func (b *Bench) reconcile(ctx context.Context, v *VM, ring int, probe string) (Reconcile, error) {
+	r := Reconcile{Probe: probe, RingSize: ring, Lost: map[string]uint64{}}
+	tag := probe + "-default-ring"
 	if ring > 0 {
-		tag = fmt.Sprintf("ring-%d", ring)
+		tag = fmt.Sprintf("%s-ring-%d", probe, ring)
 	}
 	dir := "/tmp/fwb-" + tag
-	g, err := v.startLoader(ctx, tag, ring)
+	g, err := v.startLoader(ctx, tag, ring, probe)
 	if err != nil {
 		return r, err
 	}
@@ -148,7 +161,12 @@ func (b *Bench) reconcile(ctx context.Context, v *VM, ring int) (Reconcile, erro
 		return r, err
 	}
 	s0 := c.Snapshot()
-	fired0, missed0, err := v.counters(ctx)
+	// The module's counters; the eBPF-only probe has none.
+	counters := v.counters
+	if probe == probeBPF {
+		counters = func(context.Context) (uint64, uint64, error) { return 0, 0, nil }
+	}
+	fired0, missed0, err := counters(ctx)
 	if err != nil {
 		return r, err
 	}
@@ -172,7 +190,7 @@ func (b *Bench) reconcile(ctx context.Context, v *VM, ring int) (Reconcile, erro
 		return r, err
 	}
 	r.IdleCPU = time.Duration(idle * float64(time.Since(start)))
-	fired1, missed1, err := v.counters(ctx)
+	fired1, missed1, err := counters(ctx)
 	if err != nil {
 		return r, err
 	}
@@ -189,8 +207,8 @@ func (b *Bench) reconcile(ctx context.Context, v *VM, ring int) (Reconcile, erro
 		}
 	}
 	r.OK, r.Why = reconciled(r)
-	logf("  ring %8d B: created %d, fired %d, delivered %d, lost %d %v, other %d, unexplained %d, missed %d -> %v %s (%.0f creates/s)",
-		r.RingSize, r.Storm.OK, r.Fired, r.Delivered, r.LostTotal, r.Lost, r.Other, r.Unexplained, r.Missed, r.OK, r.Why, r.Storm.PerSec)
+	logf("  %s, ring %8d B: created %d, fired %d, delivered %d, lost %d %v, other %d, unexplained %d, missed %d -> %v %s (%.0f creates/s)",
+		r.Probe, r.RingSize, r.Storm.OK, r.Fired, r.Delivered, r.LostTotal, r.Lost, r.Other, r.Unexplained, r.Missed, r.OK, r.Why, r.Storm.PerSec)
 	return r, nil
 }
 
@@ -198,7 +216,8 @@ func gapName(r pb.GapReason) string {
 	return strings.ToLower(strings.TrimPrefix(r.String(), "GAP_REASON_"))
 }
 
-// reconciled checks created = fired = delivered + lost, exactly.
+// reconciled checks created = fired = delivered + lost, exactly (without
+// the module: created = delivered + lost).
 func reconciled(r Reconcile) (bool, string) {
 	switch {
 	case r.Storm.Failed > 0:
@@ -207,6 +226,10 @@ func reconciled(r Reconcile) (bool, string) {
 		return false, fmt.Sprintf("%d other files were created meanwhile: cannot attribute losses", r.Other)
 	case r.Unexplained > 0:
 		return false, fmt.Sprintf("%d sequence numbers neither delivered nor reported lost", r.Unexplained)
+	case r.Probe == probeBPF && r.Delivered+r.LostTotal != r.Storm.OK:
+		return false, fmt.Sprintf("delivered %d + lost %d != created %d", r.Delivered, r.LostTotal, r.Storm.OK)
+	case r.Probe == probeBPF:
+		return true, ""
 	case r.Missed > 0 && r.Fired+r.Missed < r.Storm.OK:
 		return false, fmt.Sprintf("module fired %d + missed %d < created %d", r.Fired, r.Missed, r.Storm.OK)
 	case r.Missed == 0 && r.Fired != r.Storm.OK:
@@ -243,7 +266,7 @@ func (b *Bench) ratios(ctx context.Context, v *VM) ([]Ratio, error) {
 		return err
 	}
 	with := func(times int) error {
-		g, err := v.startLoader(ctx, fmt.Sprintf("ratio-%d", runs), 0)
+		g, err := v.startLoader(ctx, fmt.Sprintf("ratio-%d", runs), 0, probeModule)
 		if err != nil {
 			return err
 		}
@@ -304,11 +327,12 @@ const (
 	stageModule   = "module alone"
 	stageBpftrace = "module + bpftrace count"
 	stageOurs     = "filewatcher"
+	stageBPF      = "filewatcher, eBPF-only probe"
 )
 
 func (b *Bench) breakdown(ctx context.Context, v *VM) (*Breakdown, error) {
 	bd := &Breakdown{N: b.cfg.ratioCreates, Opens: b.cfg.ratioOpens, Rounds: b.cfg.breakdownRounds,
-		Stages: []string{stageWithout, stageModule, stageBpftrace, stageOurs},
+		Stages: []string{stageWithout, stageModule, stageBpftrace, stageOurs, stageBPF},
 		Runs:   map[string][]Storm{}, OpenRuns: map[string][]Storm{},
 		Cost: map[string]Sample{}, CPU: map[string]Sample{}, OpenCost: map[string]Sample{}}
 	logf("  where a create's cost goes: %d rounds of %v", bd.Rounds, bd.Stages)
@@ -345,20 +369,22 @@ func (b *Bench) breakdown(ctx context.Context, v *VM) (*Breakdown, error) {
 		if err != nil {
 			return bd, err
 		}
-		g, err := v.startLoader(ctx, fmt.Sprintf("breakdown-%d", n), 0)
-		if err != nil {
-			return bd, err
-		}
-		sub, err := g.subscribe(ctx, "/tmp/")
-		if err == nil {
-			err = storm(stageOurs)
-			sub.Close()
-		}
-		if serr := g.stop(ctx); err == nil {
-			err = serr
-		}
-		if err != nil {
-			return bd, err
+		for _, p := range []struct{ stage, probe string }{{stageOurs, probeModule}, {stageBPF, probeBPF}} {
+			g, err := v.startLoader(ctx, fmt.Sprintf("breakdown-%d", n), 0, p.probe)
+			if err != nil {
+				return bd, err
+			}
+			sub, err := g.subscribe(ctx, "/tmp/")
+			if err == nil {
+				err = storm(p.stage)
+				sub.Close()
+			}
+			if serr := g.stop(ctx); err == nil {
+				err = serr
+			}
+			if err != nil {
+				return bd, err
+			}
 		}
 	}
 	for i, a := range bd.Runs[stageWithout] {
@@ -370,10 +396,18 @@ func (b *Bench) breakdown(ctx context.Context, v *VM) (*Breakdown, error) {
 			bd.OpenCost[stage] = append(bd.OpenCost[stage], o.NSPerOp()/oa.NSPerOp())
 		}
 	}
+	// The two probes side by side, round by round.
+	for i := range bd.Runs[stageOurs] {
+		ours, bpf := bd.Runs[stageOurs][i], bd.Runs[stageBPF][i]
+		bd.BPFvsModule = append(bd.BPFvsModule, bpf.NSPerOp()/ours.NSPerOp())
+		ours, bpf = bd.OpenRuns[stageOurs][i], bd.OpenRuns[stageBPF][i]
+		bd.BPFvsModuleOpen = append(bd.BPFvsModuleOpen, bpf.NSPerOp()/ours.NSPerOp())
+	}
 	for _, stage := range bd.Stages[1:] {
-		logf("  %-24s create cost %s (CPU %s), open cost %s", stage, bd.Cost[stage].Format("%.2f"),
+		logf("  %-28s create cost %s (CPU %s), open cost %s", stage, bd.Cost[stage].Format("%.2f"),
 			bd.CPU[stage].Format("%.2f"), bd.OpenCost[stage].Format("%.2f"))
 	}
+	logf("  eBPF-only probe ÷ module: create %s, open %s", bd.BPFvsModule.Format("%.2f"), bd.BPFvsModuleOpen.Format("%.2f"))
 	return bd, nil
 }
 

@@ -165,7 +165,7 @@ func renderTargets(w *md, r *Results) {
 		for _, rc := range k.Reconciles {
 			ok = ok && rc.OK
 		}
-		w.row("created = delivered + reported lost, exactly (default and small ring)",
+		w.row("created = delivered + reported lost, exactly (module: default and small ring; eBPF-only probe)",
 			reconcileSummary(k), metMissed(ok))
 	}
 	w.p("")
@@ -264,10 +264,17 @@ func sizeRun(x *ExporterScale, series int) *ScrapeRun {
 func reconcileSummary(k *KernelPath) string {
 	var parts []string
 	for _, rc := range k.Reconciles {
-		parts = append(parts, fmt.Sprintf("ring %s: %s created, %s delivered, %s lost",
-			ringText(rc.RingSize), thousands(float64(rc.Storm.OK)), thousands(float64(rc.Delivered)), thousands(float64(rc.LostTotal))))
+		parts = append(parts, fmt.Sprintf("%s, ring %s: %s created, %s delivered, %s lost",
+			probeText(rc.Probe), ringText(rc.RingSize), thousands(float64(rc.Storm.OK)), thousands(float64(rc.Delivered)), thousands(float64(rc.LostTotal))))
 	}
 	return strings.Join(parts, "; ")
+}
+
+func probeText(p string) string {
+	if p == probeBPF {
+		return "eBPF-only probe"
+	}
+	return "module"
 }
 
 func ringText(n int) string {
@@ -454,12 +461,14 @@ func renderKernel(w *md, k *KernelPath, cfg config) {
 	w.p("")
 	w.p("### Every creation accounted for")
 	w.p("")
-	w.p("A storm of %s creates (%d workers). *Fired* is the module's `events_fired` counter; *delivered* the events the "+
+	w.p("A storm of %s creates (%d workers), with the module (`--probe kmod`) and with the eBPF-only probe (`--probe bpf`, "+
+		"no module). *Fired* is the module's `events_fired` counter; *delivered* the events the "+
 		"subscriber received under the storm's directory; *lost* the in-band gaps, by reason; *unexplained* sequence numbers "+
-		"that are neither. It reconciles when created = fired = delivered + lost, exactly.",
+		"that are neither. It reconciles when created = fired = delivered + lost, exactly (without the module: created = "+
+		"delivered + lost).",
 		thousands(float64(cfg.stormN)), cfg.stormWorkers)
 	w.p("")
-	w.header("ring buffer", "created", "fired", "kprobe missed", "delivered", "lost (gaps)", "other files", "unexplained", "creates/s", "loader CPU", "")
+	w.header("probe", "ring buffer", "created", "fired", "kprobe missed", "delivered", "lost (gaps)", "other files", "unexplained", "creates/s", "loader CPU", "")
 	for _, r := range k.Reconciles {
 		lost := thousands(float64(r.LostTotal))
 		if len(r.Lost) > 0 {
@@ -474,7 +483,11 @@ func renderKernel(w *md, k *KernelPath, cfg config) {
 		if !r.OK {
 			verdict = "**does not reconcile**: " + r.Why
 		}
-		w.row(ringText(r.RingSize), thousands(float64(r.Storm.OK)), thousands(float64(r.Fired)), fmt.Sprint(r.Missed),
+		fired, missed := thousands(float64(r.Fired)), fmt.Sprint(r.Missed)
+		if r.Probe == probeBPF {
+			fired, missed = "–", "–"
+		}
+		w.row(probeText(r.Probe), ringText(r.RingSize), thousands(float64(r.Storm.OK)), fired, missed,
 			thousands(float64(r.Delivered)), lost, fmt.Sprint(r.Other), fmt.Sprint(r.Unexplained), f0(r.Storm.PerSec),
 			fmt.Sprintf("%.2f s", r.LoaderCPU.Seconds()), verdict)
 	}
@@ -506,8 +519,10 @@ func renderKernel(w *md, k *KernelPath, cfg config) {
 		w.p("**Where the cost comes from** (%d rounds of %s creates and %s opens of an existing file, one worker; in each round: without "+
 			"anything, the module alone (its tracepoint has no consumer, so no path is built), the module with "+
 			"`bpftrace` counting the tracepoint in a per-CPU map (the path is built, a tiny program runs, nothing reaches "+
-			"user space), and filewatcher (module, our BPF program, ring buffer, loader and a subscriber). Cost per operation "+
-			"÷ the same round's *without*:", bd.Rounds, thousands(float64(bd.N)), thousands(float64(bd.Opens)))
+			"user space), filewatcher (module, our BPF program, ring buffer, loader and a subscriber), and filewatcher with "+
+			"the eBPF-only probe (`--probe bpf`: no module; fentry on `security_file_open`, fexit on the open function, same "+
+			"ring buffer, loader and subscriber). Cost per operation ÷ the same round's *without*:",
+			bd.Rounds, thousands(float64(bd.N)), thousands(float64(bd.Opens)))
 		w.p("")
 		w.header("stage", "creates/s", "create cost (wall time)", "create cost (CPU time)", "opens/s", "open cost (wall time)")
 		for _, stage := range bd.Stages {
@@ -522,6 +537,10 @@ func renderKernel(w *md, k *KernelPath, cfg config) {
 			}
 			w.row(stage, rates.Format("%.0f"), cost, cpu, opens.Format("%.0f"), ocost)
 		}
+		w.p("")
+		w.p("**The two probes side by side**, round by round (eBPF-only probe ÷ module, wall time per operation): "+
+			"create %s, open of an existing file %s. %s", bd.BPFvsModule.Format("%.2f×"), bd.BPFvsModuleOpen.Format("%.2f×"),
+			probeVerdict(bd))
 		w.p("")
 	}
 	w.p("*Fastest ÷ fastest* compares the best run of each kind: noise on a shared host only ever adds time. " +
@@ -603,4 +622,23 @@ func renderHotSpots(w *md, r *Results) {
 	w.p("- Kernel timings come from a TCG guest and are only compared within one boot (ratios).")
 	w.p("")
 	_ = time.Second
+}
+
+// probeVerdict says which probe was cheaper, and why, from the medians.
+func probeVerdict(bd *Breakdown) string {
+	cheaper := func(r float64) string {
+		switch {
+		case r < 0.95:
+			return "cheaper with the eBPF-only probe"
+		case r > 1.05:
+			return "cheaper with the module"
+		}
+		return "about the same (within 5%)"
+	}
+	return fmt.Sprintf("Creating a file is %s; opening an existing one is %s. Every open, creating or not, runs the "+
+		"eBPF-only probe's two programs through BPF trampolines (`security_file_open` tests `FMODE_CREATED`, the open "+
+		"function's fexit looks up its task in a hash map), where the module's kretprobe entry only tests `O_CREAT` and "+
+		"arms no return probe for a plain open; a create costs the module a kretprobe return, `d_path()`, the tracepoint "+
+		"and the BPF program on it, and the eBPF-only probe `bpf_d_path()` and the ring buffer write, without the "+
+		"tracepoint in between.", cheaper(bd.BPFvsModule.Median()), cheaper(bd.BPFvsModuleOpen.Median()))
 }

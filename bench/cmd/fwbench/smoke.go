@@ -30,8 +30,8 @@ func checkSmoke(r *Results, cfg config) []string {
 	check(x != nil && x.Cap != nil && x.Cap.Series == float64(cfg.capLimit) && x.Cap.Overflow > 0,
 		"exporter: the series cap did not hold")
 	k := r.Kernel
-	check(k != nil && len(k.Reconciles) == 2, "kernel: reconciliation runs missing")
-	ok := k != nil && len(k.Reconciles) == 2
+	check(k != nil && len(k.Reconciles) == 3, "kernel: reconciliation runs missing (module: default and small ring; eBPF-only probe)")
+	ok := k != nil && len(k.Reconciles) == 3
 	if ok {
 		for _, rc := range k.Reconciles {
 			ok = ok && rc.OK && rc.Storm.OK == uint64(cfg.stormN)

@@ -287,9 +287,9 @@ type GuestLoader struct {
 
 // startLoader starts the loader in the guest (it loads the module and the
 // BPF program) and connects to it from the host.
-func (v *VM) startLoader(ctx context.Context, tag string, ringSize int) (*GuestLoader, error) {
+func (v *VM) startLoader(ctx context.Context, tag string, ringSize int, probe string) (*GuestLoader, error) {
 	log := "/tmp/loader-" + tag + ".log"
-	args := []string{guestLoader, "--module", guestModule, "--listen", "0.0.0.0:50051", "--allow-insecure-tcp"}
+	args := []string{guestLoader, "--probe", probe, "--module", guestModule, "--listen", "0.0.0.0:50051", "--allow-insecure-tcp"}
 	if ringSize > 0 {
 		args = append(args, "--ringbuf-size", strconv.Itoa(ringSize))
 	}

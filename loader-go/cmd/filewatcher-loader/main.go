@@ -24,8 +24,6 @@ import (
 
 	"github.com/filewatcher/filewatcher/loader-go/internal/config"
 	"github.com/filewatcher/filewatcher/loader-go/internal/hub"
-	"github.com/filewatcher/filewatcher/loader-go/internal/kernel"
-	"github.com/filewatcher/filewatcher/loader-go/internal/kernelmodule"
 	"github.com/filewatcher/filewatcher/loader-go/internal/listen"
 	"github.com/filewatcher/filewatcher/loader-go/internal/sdnotify"
 	"github.com/filewatcher/filewatcher/loader-go/internal/server"
@@ -88,25 +86,7 @@ func openSource(cfg config.Config, h *hub.Hub, log *slog.Logger) (*source, error
 			close:  func() error { return nil },
 		}, nil
 	}
-	// Refuse a kernel that cannot run the program before loading anything.
-	if err := kernel.Preflight(""); err != nil {
-		return nil, err
-	}
-	mod, err := kernelmodule.Load(kernelmodule.Options{Path: cfg.Module, Params: cfg.ModuleParams, Log: log})
-	if err != nil {
-		return nil, err
-	}
-	k, err := kernel.Open(kernel.Options{RingbufSize: uint32(cfg.RingbufSize), Module: mod, Log: log, MountTracefs: true})
-	if err != nil {
-		return nil, errors.Join(err, mod.Close())
-	}
-	return &source{
-		name:   k.Name(),
-		run:    func(ctx context.Context) error { return k.Run(ctx, h) },
-		status: k,
-		// Detach before unloading: the attached program pins the module.
-		close: func() error { return errors.Join(k.Close(), mod.Close()) },
-	}, nil
+	return openKernel(cfg, h, log)
 }
 
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(net.Addr)) (err error) {

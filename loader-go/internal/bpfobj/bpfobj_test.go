@@ -10,9 +10,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// TestVerifier loads the program and maps into the running kernel, which runs
-// the verifier. Attaching needs the module's tracepoint and is left to the VM
-// tests; loading does not.
+// TestVerifier loads the kmod probe's program and maps into the running
+// kernel, which runs the verifier. Attaching needs the module's tracepoint and
+// is left to the VM tests; loading does not. The eBPF-only probe's programs
+// are tracing programs, which the kernel verifies against the functions they
+// attach to, and which this machine's kernel does not let us load: the VM
+// tests load them on every kernel they boot.
 func TestVerifier(t *testing.T) {
 	requireBPF(t)
 	spec, err := LoadFilewatcher()
@@ -21,7 +24,10 @@ func TestVerifier(t *testing.T) {
 	}
 	for _, size := range []uint32{4096, 1 << 24} {
 		spec.Maps[FilewatcherMapEvents].MaxEntries = size
-		var objs FilewatcherObjects
+		var objs struct {
+			FilewatcherMaps
+			FileCreated *ebpf.Program `ebpf:"file_created"`
+		}
 		if err := spec.LoadAndAssign(&objs, nil); err != nil {
 			var verr *ebpf.VerifierError
 			if errors.As(err, &verr) {
@@ -36,7 +42,7 @@ func TestVerifier(t *testing.T) {
 		if info.MaxEntries != size {
 			t.Errorf("ring size = %d, want %d", info.MaxEntries, size)
 		}
-		if err := objs.Close(); err != nil {
+		if err := errors.Join(objs.FilewatcherMaps.Close(), objs.FileCreated.Close()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -69,8 +75,8 @@ func TestLayout(t *testing.T) {
 			t.Errorf("offset of %s = %d, want %d", o.name, o.got, o.want)
 		}
 	}
-	var e FilewatcherEvent
-	if off := unsafe.Offsetof(e.Path); off != 56 {
+	var p FilewatcherPending
+	if off := unsafe.Offsetof(p.Ev.Path); off != 56 {
 		t.Errorf("path offset = %d, want 56", off)
 	}
 }

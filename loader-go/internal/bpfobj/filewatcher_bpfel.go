@@ -13,12 +13,6 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-type FilewatcherEvent struct {
-	_    structs.HostLayout
-	Hdr  FilewatcherEventHdr
-	Path [4096]int8
-}
-
 type FilewatcherEventHdr struct {
 	_        structs.HostLayout
 	KtimeNs  uint64
@@ -38,14 +32,27 @@ type FilewatcherLossCounters struct {
 	ReadErrors  uint64
 }
 
+type FilewatcherPending struct {
+	_    structs.HostLayout
+	File uint64
+	Ev   struct {
+		_    structs.HostLayout
+		Hdr  FilewatcherEventHdr
+		Path [4096]int8
+	}
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	FilewatcherMapEvents       = "events"
-	FilewatcherMapLosses       = "losses"
-	FilewatcherMapScratch      = "scratch"
-	FilewatcherProgFileCreated = "file_created"
+	FilewatcherMapEvents                  = "events"
+	FilewatcherMapLosses                  = "losses"
+	FilewatcherMapPendingOpens            = "pending_opens"
+	FilewatcherMapScratch                 = "scratch"
+	FilewatcherProgFentrySecurityFileOpen = "fentry_security_file_open"
+	FilewatcherProgFexitOpen              = "fexit_open"
+	FilewatcherProgFileCreated            = "file_created"
 )
 
 // LoadFilewatcher returns the embedded CollectionSpec for Filewatcher.
@@ -90,16 +97,19 @@ type FilewatcherSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FilewatcherProgramSpecs struct {
-	FileCreated *ebpf.ProgramSpec `ebpf:"file_created"`
+	FentrySecurityFileOpen *ebpf.ProgramSpec `ebpf:"fentry_security_file_open"`
+	FexitOpen              *ebpf.ProgramSpec `ebpf:"fexit_open"`
+	FileCreated            *ebpf.ProgramSpec `ebpf:"file_created"`
 }
 
 // FilewatcherMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type FilewatcherMapSpecs struct {
-	Events  *ebpf.MapSpec `ebpf:"events"`
-	Losses  *ebpf.MapSpec `ebpf:"losses"`
-	Scratch *ebpf.MapSpec `ebpf:"scratch"`
+	Events       *ebpf.MapSpec `ebpf:"events"`
+	Losses       *ebpf.MapSpec `ebpf:"losses"`
+	PendingOpens *ebpf.MapSpec `ebpf:"pending_opens"`
+	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 }
 
 // FilewatcherVariableSpecs contains global variables before they are loaded into the kernel.
@@ -128,15 +138,17 @@ func (o *FilewatcherObjects) Close() error {
 //
 // It can be passed to LoadFilewatcherObjects or ebpf.CollectionSpec.LoadAndAssign.
 type FilewatcherMaps struct {
-	Events  *ebpf.Map `ebpf:"events"`
-	Losses  *ebpf.Map `ebpf:"losses"`
-	Scratch *ebpf.Map `ebpf:"scratch"`
+	Events       *ebpf.Map `ebpf:"events"`
+	Losses       *ebpf.Map `ebpf:"losses"`
+	PendingOpens *ebpf.Map `ebpf:"pending_opens"`
+	Scratch      *ebpf.Map `ebpf:"scratch"`
 }
 
 func (m *FilewatcherMaps) Close() error {
 	return _FilewatcherClose(
 		m.Events,
 		m.Losses,
+		m.PendingOpens,
 		m.Scratch,
 	)
 }
@@ -151,11 +163,15 @@ type FilewatcherVariables struct {
 //
 // It can be passed to LoadFilewatcherObjects or ebpf.CollectionSpec.LoadAndAssign.
 type FilewatcherPrograms struct {
-	FileCreated *ebpf.Program `ebpf:"file_created"`
+	FentrySecurityFileOpen *ebpf.Program `ebpf:"fentry_security_file_open"`
+	FexitOpen              *ebpf.Program `ebpf:"fexit_open"`
+	FileCreated            *ebpf.Program `ebpf:"file_created"`
 }
 
 func (p *FilewatcherPrograms) Close() error {
 	return _FilewatcherClose(
+		p.FentrySecurityFileOpen,
+		p.FexitOpen,
 		p.FileCreated,
 	)
 }

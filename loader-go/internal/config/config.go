@@ -38,6 +38,17 @@ const (
 	SourceSynthetic = "synthetic"
 )
 
+// Probes (--probe): which kernel side sees the creations.
+const (
+	// ProbeAuto uses the module where it loads and passes every check, and
+	// the eBPF-only probe otherwise.
+	ProbeAuto = "auto"
+	// ProbeKmod uses the kernel module, or fails.
+	ProbeKmod = "kmod"
+	// ProbeBPF uses the eBPF-only probe (no module), or fails.
+	ProbeBPF = "bpf"
+)
+
 // Config is the loader's configuration.
 type Config struct {
 	Listen           string
@@ -50,6 +61,7 @@ type Config struct {
 	TLSClientCA      string
 	MaxSubscribers   int
 	Source           string
+	Probe            string
 	Module           string
 	ModuleParams     string
 	RingbufSize      uint64
@@ -80,6 +92,7 @@ func Parse(args []string, getenv func(string) string, usage io.Writer) (Config, 
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "PEM CA certificates: require client certificates signed by them (mutual TLS)")
 	fs.IntVar(&c.MaxSubscribers, "max-subscribers", DefaultMaxSubscribers, "concurrent Subscribe streams allowed; more get RESOURCE_EXHAUSTED")
 	fs.StringVar(&c.Source, "source", SourceKernel, "event source: kernel or synthetic")
+	fs.StringVar(&c.Probe, "probe", ProbeAuto, "what sees the creations: kmod (the kernel module), bpf (the eBPF-only probe, no module) or auto (the module where it loads and fits the kernel, else bpf)")
 	fs.StringVar(&c.Module, "module", "", "kernel module (.ko) to load; empty: use the loaded module")
 	fs.StringVar(&c.ModuleParams, "module-params", "", `module parameters, e.g. "maxactive=4096"`)
 	fs.BoolFunc("force", "removed: a module that does not fit the running kernel is never loaded", func(string) error {
@@ -134,6 +147,9 @@ func applyEnv(fs *flag.FlagSet, getenv func(string) string) error {
 func (c *Config) validate() error {
 	if c.Source != SourceKernel && c.Source != SourceSynthetic {
 		return fmt.Errorf("--source %q: want kernel or synthetic", c.Source)
+	}
+	if c.Probe != ProbeAuto && c.Probe != ProbeKmod && c.Probe != ProbeBPF {
+		return fmt.Errorf("--probe %q: want auto, kmod or bpf", c.Probe)
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)

@@ -17,7 +17,7 @@ func TestDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen != DefaultListen || c.Source != SourceKernel || c.RingbufSize != 16<<20 ||
+	if c.Listen != DefaultListen || c.Source != SourceKernel || c.Probe != ProbeAuto || c.RingbufSize != 16<<20 ||
 		c.LogLevel != slog.LevelInfo || c.LogFormat != "text" || c.ShutdownTimeout != 5*time.Second ||
 		c.MaxSubscribers != DefaultMaxSubscribers || len(c.AllowUIDs) != 0 || c.SocketGroup != "" {
 		t.Errorf("defaults = %+v", c)
@@ -41,6 +41,8 @@ func TestFlagsAndEnv(t *testing.T) {
 			func(c Config) bool { return c.LogLevel == slog.LevelDebug && c.LogFormat == "json" }},
 		{"log level env", nil, map[string]string{"FILEWATCHER_LOG_LEVEL": "warn"},
 			func(c Config) bool { return c.LogLevel == slog.LevelWarn }},
+		{"probe", []string{"--probe", "bpf"}, nil, func(c Config) bool { return c.Probe == ProbeBPF }},
+		{"probe env", nil, map[string]string{"FILEWATCHER_PROBE": "kmod"}, func(c Config) bool { return c.Probe == ProbeKmod }},
 		{"synthetic", []string{"--source", "synthetic", "--rate", "0", "--synthetic-dirs", "3"}, nil,
 			func(c Config) bool { return c.Source == SourceSynthetic && c.Rate == 0 && c.SyntheticDirs == 3 }},
 		{"allowlists", []string{"--allow-uids", "1000, alice", "--allow-uids=7", "--socket-group", "filewatcher"},
@@ -74,6 +76,7 @@ func TestInvalid(t *testing.T) {
 		wantErr string
 	}{
 		{[]string{"--source", "magic"}, nil, "--source"},
+		{[]string{"--probe", "ebpf"}, nil, `--probe "ebpf": want auto, kmod or bpf`},
 		{[]string{"--ringbuf-size", "12345"}, nil, "power of two"},
 		{[]string{"--ringbuf-size", "1024"}, nil, "page size"},
 		{[]string{"--ringbuf-size", "0"}, nil, "power of two"},

@@ -1,8 +1,10 @@
 // Package kernel is the event source that reads file creations from the
-// kernel: it loads the BPF program of bpf/filewatcher.bpf.c, attaches it to
-// the module's filewatcher/file_created tracepoint, reads the ring buffer and
-// turns every loss the kernel side counted (ring buffer full, unreadable
-// records, kretprobe misses) into gaps.
+// kernel: it loads the BPF programs of one probe of bpf/filewatcher.bpf.c
+// (ProbeModule: on the module's filewatcher/file_created tracepoint;
+// ProbeBPF: the eBPF-only probe, on security_file_open and the open
+// function's return), reads the ring buffer and turns every loss the kernel
+// side counted (ring buffer full, unreadable records, missed probe runs)
+// into gaps.
 package kernel
 
 import (
@@ -11,10 +13,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
@@ -30,11 +34,34 @@ type Sink interface {
 	PublishGap(reason pb.GapReason, n uint64)
 }
 
+// Probe is the kernel side that sees file creations.
+type Probe string
+
+const (
+	// ProbeModule: the kernel module's kretprobe on the open function fires
+	// its tracepoint, and the program file_created forwards each event.
+	ProbeModule Probe = "kmod"
+	// ProbeBPF: no module; the programs fentry_security_file_open and
+	// fexit_open see the creations themselves (needs BPF trampolines: x86-64
+	// since 5.5, arm64 since 6.0).
+	ProbeBPF Probe = "bpf"
+)
+
+// OpenFunctions are the names the open function has had, which the eBPF-only
+// probe's fexit_open attaches to: the first the kernel's BTF has. Linux 7.0
+// renamed do_filp_open do_file_open, prototype unchanged. (The module carries
+// its own list, FW_OPEN_FUNCTIONS in kmod/filewatcher.c.)
+var OpenFunctions = []string{"do_filp_open", "do_file_open"}
+
 // Options configures a Source.
 type Options struct {
+	// Probe says which programs to load: ProbeModule (the default) or
+	// ProbeBPF.
+	Probe Probe
 	// RingbufSize is the BPF ring buffer's size in bytes.
 	RingbufSize uint32
-	// Module supplies kretprobe misses and status; nil skips them.
+	// Module supplies kretprobe misses and status under ProbeModule; nil
+	// skips them.
 	Module *kernelmodule.Module
 	// Log receives warnings; nil discards.
 	Log *slog.Logger
@@ -88,10 +115,32 @@ func (l *lossCounts) ringbufFull() uint64 {
 	return n
 }
 
+// The maps every probe uses, and each probe's programs, as LoadAndAssign
+// loads them: only what is named here (and the maps it uses) goes into the
+// kernel.
+type ProbeMaps struct {
+	Events *ebpf.Map `ebpf:"events"`
+	Losses *ebpf.Map `ebpf:"losses"`
+}
+
+type moduleObjects struct {
+	ProbeMaps
+	FileCreated *ebpf.Program `ebpf:"file_created"`
+}
+
+type bpfObjects struct {
+	ProbeMaps
+	SecurityFileOpen *ebpf.Program `ebpf:"fentry_security_file_open"`
+	OpenExit         *ebpf.Program `ebpf:"fexit_open"`
+}
+
 // Source reads events from the kernel.
 type Source struct {
-	objs        bpfobj.FilewatcherObjects
-	link        link.Link
+	probe       Probe
+	function    string // the open function hooked
+	maps        ProbeMaps
+	progs       []*ebpf.Program
+	links       []link.Link
 	reader      *ringbuf.Reader
 	module      *kernelmodule.Module
 	ringbufSize uint32
@@ -109,9 +158,13 @@ type Source struct {
 	status atomic.Pointer[lossCounts] // last poll, for FillStatus
 }
 
-// Open loads and attaches the BPF program. The module must be loaded.
+// Open loads and attaches the programs of opts.Probe. ProbeModule needs the
+// module loaded.
 func Open(opts Options) (_ *Source, err error) {
-	s := &Source{module: opts.Module, ringbufSize: opts.RingbufSize, log: opts.Log}
+	if opts.Probe == "" {
+		opts.Probe = ProbeModule
+	}
+	s := &Source{probe: opts.Probe, module: opts.Module, ringbufSize: opts.RingbufSize, log: opts.Log}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -128,27 +181,18 @@ func Open(opts Options) (_ *Source, err error) {
 		return nil, fmt.Errorf("load BPF spec: %w", err)
 	}
 	spec.Maps[bpfobj.FilewatcherMapEvents].MaxEntries = opts.RingbufSize
-	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
-		var verr *ebpf.VerifierError
-		if errors.As(err, &verr) {
-			s.log.Error("BPF verifier log", "log", fmt.Sprintf("%+v", verr))
-		}
-		return nil, fmt.Errorf("load BPF objects: %w", err)
+	switch opts.Probe {
+	case ProbeModule:
+		err = s.openModuleProbe(spec, opts)
+	case ProbeBPF:
+		err = s.openBPFProbe(spec)
+	default:
+		err = fmt.Errorf("unknown probe %q", opts.Probe)
 	}
-	if opts.MountTracefs {
-		if err := mountTracefs(s.log); err != nil {
-			return nil, err
-		}
-	}
-	// Attach only to a tracepoint laid out as the program reads it.
-	if err := checkTracepoint(spec.Types); err != nil {
+	if err != nil {
 		return nil, err
 	}
-	s.link, err = link.Tracepoint(tracepointGroup, tracepointName, s.objs.FileCreated, nil)
-	if err != nil {
-		return nil, fmt.Errorf("attach to tracepoint filewatcher/file_created (is the module loaded?): %w", err)
-	}
-	s.reader, err = ringbuf.NewReader(s.objs.Events)
+	s.reader, err = ringbuf.NewReader(s.maps.Events)
 	if err != nil {
 		return nil, fmt.Errorf("open ring buffer reader: %w", err)
 	}
@@ -160,6 +204,109 @@ func Open(opts Options) (_ *Source, err error) {
 	}
 	s.status.Store(&s.last)
 	return s, nil
+}
+
+func (s *Source) load(spec *ebpf.CollectionSpec, to any) error {
+	if err := spec.LoadAndAssign(to, nil); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			s.log.Error("BPF verifier log", "log", fmt.Sprintf("%+v", verr))
+		}
+		return fmt.Errorf("load BPF objects: %w", err)
+	}
+	return nil
+}
+
+func (s *Source) openModuleProbe(spec *ebpf.CollectionSpec, opts Options) error {
+	var objs moduleObjects
+	if err := s.load(spec, &objs); err != nil {
+		return err
+	}
+	s.maps, s.progs = objs.ProbeMaps, []*ebpf.Program{objs.FileCreated}
+	if s.module != nil {
+		s.function, _ = s.module.Function()
+	}
+	if opts.MountTracefs {
+		if err := mountTracefs(s.log); err != nil {
+			return err
+		}
+	}
+	// Attach only to a tracepoint laid out as the program reads it.
+	if err := checkTracepoint(spec.Types); err != nil {
+		return err
+	}
+	l, err := link.Tracepoint(tracepointGroup, tracepointName, objs.FileCreated, nil)
+	if err != nil {
+		return fmt.Errorf("attach to tracepoint filewatcher/file_created (is the module loaded?): %w", err)
+	}
+	s.links = append(s.links, l)
+	return nil
+}
+
+// errnoENOTSUPP is the kernel's internal ENOTSUPP (524), which reaches user
+// space from attaching where the architecture has no BPF trampolines.
+const errnoENOTSUPP = unix.Errno(524)
+
+// ErrBPFProbe is wrapped when the eBPF-only probe cannot run on this kernel.
+var ErrBPFProbe = errors.New("the eBPF-only probe cannot run on this kernel")
+
+func (s *Source) openBPFProbe(spec *ebpf.CollectionSpec) error {
+	kspec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return fmt.Errorf("%w: it needs the kernel's BTF (%s): %w", ErrBPFProbe, kernelBTF, err)
+	}
+	s.function, err = openFunction(kspec)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrBPFProbe, err)
+	}
+	spec.Programs[bpfobj.FilewatcherProgFexitOpen].AttachTo = s.function
+	var objs bpfObjects
+	if err := s.load(spec, &objs); err != nil {
+		return fmt.Errorf("%w: %w", ErrBPFProbe, err)
+	}
+	s.maps, s.progs = objs.ProbeMaps, []*ebpf.Program{objs.SecurityFileOpen, objs.OpenExit}
+	// fexit first: an event fentry keeps for an ->atomic_open filesystem
+	// waits for it.
+	for _, p := range []struct {
+		prog *ebpf.Program
+		name string
+	}{{objs.OpenExit, "fexit " + s.function}, {objs.SecurityFileOpen, "fentry security_file_open"}} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
+		if err != nil {
+			if errors.Is(err, errnoENOTSUPP) || errors.Is(err, ebpf.ErrNotSupported) {
+				return fmt.Errorf("%w: attach %s: %w (no BPF trampolines: x86-64 has them since Linux 5.5, arm64 since 6.0)", ErrBPFProbe, p.name, err)
+			}
+			return fmt.Errorf("%w: attach %s: %w", ErrBPFProbe, p.name, err)
+		}
+		s.links = append(s.links, l)
+	}
+	return nil
+}
+
+// openFunction returns the first of OpenFunctions in the kernel's BTF. It
+// must return a struct file pointer: fexit_open reads the return value as the
+// struct file the open made (the verifier checks the rest against the same
+// BTF when the program loads).
+func openFunction(spec *btf.Spec) (string, error) {
+	for _, name := range OpenFunctions {
+		var fn *btf.Func
+		if err := spec.TypeByName(name, &fn); errors.Is(err, btf.ErrNotFound) {
+			continue
+		} else if err != nil {
+			return "", fmt.Errorf("look up %s in the kernel's BTF: %w", name, err)
+		}
+		proto, _ := fn.Type.(*btf.FuncProto)
+		if proto == nil {
+			return "", fmt.Errorf("%s in the kernel's BTF is not a function", name)
+		}
+		if p, ok := btf.UnderlyingType(proto.Return).(*btf.Pointer); ok {
+			if st, ok := btf.UnderlyingType(p.Target).(*btf.Struct); ok && st.Name == "file" {
+				return name, nil
+			}
+		}
+		return "", fmt.Errorf("%s does not return a struct file pointer: it is not the open function this probe knows", name)
+	}
+	return "", fmt.Errorf("the kernel's BTF has none of %s", strings.Join(OpenFunctions, ", "))
 }
 
 const tracefsDir = "/sys/kernel/tracing"
@@ -185,10 +332,17 @@ func (s *Source) Close() error {
 	if s.reader != nil {
 		errs = append(errs, s.reader.Close())
 	}
-	if s.link != nil {
-		errs = append(errs, s.link.Close())
+	for _, l := range s.links {
+		errs = append(errs, l.Close())
 	}
-	errs = append(errs, s.objs.Close())
+	for _, p := range s.progs {
+		errs = append(errs, p.Close())
+	}
+	for _, m := range []*ebpf.Map{s.maps.Events, s.maps.Losses} {
+		if m != nil {
+			errs = append(errs, m.Close())
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -324,7 +478,7 @@ func delta(now, before uint64) uint64 {
 
 func (s *Source) readKernelLosses() (lossCounts, error) {
 	var perCPU []bpfobj.FilewatcherLossCounters
-	if err := s.objs.Losses.Lookup(uint32(0), &perCPU); err != nil {
+	if err := s.maps.Losses.Lookup(uint32(0), &perCPU); err != nil {
 		return lossCounts{}, fmt.Errorf("read BPF loss counters: %w", err)
 	}
 	l := lossCounts{ringbufFullPerCPU: make([]uint64, len(perCPU))}
@@ -338,6 +492,19 @@ func (s *Source) readKernelLosses() (lossCounts, error) {
 			return lossCounts{}, err
 		}
 		l.kprobeMissed = missed
+	}
+	if s.probe == ProbeBPF {
+		// Runs the kernel skipped because another BPF program was running
+		// on that CPU (Linux 5.12+; older kernels report 0). Each was an
+		// open that may have created a file: an upper bound, like the
+		// kretprobe's misses.
+		for _, p := range s.progs {
+			st, err := p.Stats()
+			if err != nil {
+				return lossCounts{}, fmt.Errorf("read BPF program stats: %w", err)
+			}
+			l.kprobeMissed += st.RecursionMisses
+		}
 	}
 	return l, nil
 }
@@ -355,6 +522,8 @@ func (s *Source) refreshClock() {
 // FillStatus adds the kernel's side to a status report.
 func (s *Source) FillStatus(resp *pb.GetStatusResponse) {
 	resp.Source = s.Name()
+	resp.Probe = string(s.probe)
+	resp.ProbeFunction = s.function
 	resp.RingbufSizeBytes = s.ringbufSize
 	if l := s.status.Load(); l != nil {
 		resp.RingbufFullPerCpu = l.ringbufFullPerCPU

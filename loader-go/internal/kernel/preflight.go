@@ -33,6 +33,7 @@ var since = map[string]string{
 	kernelBTF:                                         "CONFIG_DEBUG_INFO_BTF",
 	"BPF map type " + ebpf.RingBuf.String():           "Linux 5.8",
 	"BPF program type " + ebpf.TracePoint.String():    "CONFIG_BPF_EVENTS",
+	"BPF program type " + ebpf.Tracing.String():       "Linux 5.5",
 	"BPF helper " + asm.FnRingbufOutput.String():      "Linux 5.8",
 	"BPF helper " + asm.FnRingbufQuery.String():       "Linux 5.8",
 	"BPF helper " + asm.FnProbeReadKernelStr.String(): "Linux 5.5",
@@ -42,11 +43,13 @@ var since = map[string]string{
 const kernelBTF = "kernel BTF at /sys/kernel/btf/vmlinux"
 
 // Preflight checks, before anything is loaded into the kernel, that it has
-// what the kernel source needs: its BTF (the module's prototype check reads
-// it) under sysfs (empty: /sys), and every map type, program type and helper
-// the BPF program uses, as the program's own object lists them. It names
-// everything missing at once.
-func Preflight(sysfs string) error {
+// what probe needs: its BTF (the module's prototype check and the eBPF-only
+// probe's relocations read it) under sysfs (empty: /sys), and every map type,
+// program type and helper the probe's BPF programs use, as the programs' own
+// object lists them. It names everything missing at once. (The kernel has no
+// feature test for the helpers of tracing programs, the eBPF-only probe's:
+// the verifier names those when the probe loads.)
+func Preflight(sysfs string, probe Probe) error {
 	if sysfs == "" {
 		sysfs = "/sys"
 	}
@@ -59,13 +62,26 @@ func Preflight(sysfs string) error {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return fmt.Errorf("remove memlock limit: %w", err)
 	}
-	return preflight(spec, filepath.Join(sysfs, "kernel", "btf", "vmlinux"), kernelProbes)
+	return preflight(spec, probe.programNames(), filepath.Join(sysfs, "kernel", "btf", "vmlinux"), kernelProbes)
 }
 
-func preflight(spec *ebpf.CollectionSpec, btfPath string, probe featureProbes) error {
+// programNames are the BPF programs of a probe, as Open loads them.
+func (p Probe) programNames() []string {
+	if p == ProbeBPF {
+		return []string{bpfobj.FilewatcherProgFentrySecurityFileOpen, bpfobj.FilewatcherProgFexitOpen}
+	}
+	return []string{bpfobj.FilewatcherProgFileCreated}
+}
+
+func preflight(spec *ebpf.CollectionSpec, programs []string, btfPath string, probe featureProbes) error {
 	var missing []string
+	named := map[string]bool{} // each missing thing once, though several programs need it
 	lack := func(what string, err error) error {
+		if errors.Is(err, ebpf.ErrNotSupported) && named[what] {
+			return nil
+		}
 		if errors.Is(err, ebpf.ErrNotSupported) {
+			named[what] = true
 			if s := since[what]; s != "" {
 				what += " (" + s + ")"
 			}
@@ -77,19 +93,34 @@ func preflight(spec *ebpf.CollectionSpec, btfPath string, probe featureProbes) e
 		}
 		return nil
 	}
+	haveBTF := true
 	if _, err := os.Stat(btfPath); err != nil {
 		if !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("kernel BTF: %w", err)
 		}
 		_ = lack(kernelBTF, ebpf.ErrNotSupported)
+		haveBTF = false
 	}
 	for _, name := range slices.Sorted(maps.Keys(spec.Maps)) {
 		if err := lack("BPF map type "+spec.Maps[name].Type.String(), probe.mapType(spec.Maps[name].Type)); err != nil {
 			return err
 		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(spec.Programs)) {
+	for _, name := range programs {
 		p := spec.Programs[name]
+		if p == nil {
+			return fmt.Errorf("the BPF object has no program %s", name)
+		}
+		if p.Type == ebpf.Tracing {
+			// Tracing programs attach by BTF: without it the kernel's
+			// answer says nothing more than "no BTF".
+			if haveBTF {
+				if err := lack("BPF program type "+p.Type.String(), probe.programType(p.Type)); err != nil {
+					return err
+				}
+			}
+			continue
+		}
 		if err := lack("BPF program type "+p.Type.String(), probe.programType(p.Type)); err != nil {
 			return err
 		}

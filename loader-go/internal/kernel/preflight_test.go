@@ -55,7 +55,7 @@ func TestPreflight(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			err := preflight(spec, tt.btf, fakeProbes(tt.lacks...))
+			err := preflight(spec, ProbeModule.programNames(), tt.btf, fakeProbes(tt.lacks...))
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -78,14 +78,45 @@ func TestPreflightProbeError(t *testing.T) {
 	}
 	probes := fakeProbes()
 	probes.mapType = func(ebpf.MapType) error { return errors.New("operation not permitted") }
-	err = preflight(spec, "/nonexistent", probes)
+	err = preflight(spec, ProbeModule.programNames(), "/nonexistent", probes)
 	if err == nil || errors.Is(err, ErrKernelUnsupported) || !strings.Contains(err.Error(), "operation not permitted") {
 		t.Fatalf("error = %v", err)
 	}
 }
 
+// TestPreflightBPFProbe: the eBPF-only probe is checked for its own programs'
+// needs (tracing programs), not the module's (tracepoint programs), and the
+// helpers of tracing programs are left to the verifier (no feature test).
+func TestPreflightBPFProbe(t *testing.T) {
+	spec, err := bpfobj.LoadFilewatcher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	withBTF := filepath.Join(t.TempDir(), "vmlinux")
+	if err := os.WriteFile(withBTF, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := preflight(spec, ProbeBPF.programNames(), withBTF, fakeProbes("TracePoint", "FnDPath")); err != nil {
+		t.Errorf("no tracepoint programs: %v, want no objection from the eBPF-only probe", err)
+	}
+	err = preflight(spec, ProbeBPF.programNames(), withBTF, fakeProbes("Tracing"))
+	if !errors.Is(err, ErrKernelUnsupported) || !strings.HasSuffix(err.Error(), "it has no BPF program type Tracing (Linux 5.5); nothing was loaded") {
+		t.Errorf("no tracing programs: error = %v", err)
+	}
+	noBTF := filepath.Join(t.TempDir(), "vmlinux")
+	err = preflight(spec, ProbeBPF.programNames(), noBTF, fakeProbes("Tracing"))
+	if !errors.Is(err, ErrKernelUnsupported) || !strings.HasSuffix(err.Error(), "it has no kernel BTF at /sys/kernel/btf/vmlinux (CONFIG_DEBUG_INFO_BTF); nothing was loaded") {
+		t.Errorf("no BTF: error = %v, want only the missing BTF named", err)
+	}
+	if err := preflight(spec, ProbeModule.programNames(), withBTF, fakeProbes("Tracing")); err != nil {
+		t.Errorf("no tracing programs: %v, want no objection from the kmod probe", err)
+	}
+}
+
 // TestPreflightRunningKernel runs the real probes on the kernel the tests run
-// on, which has everything (CI machines run Debian's 6.x with BTF, as root).
+// on, which has everything the kmod probe needs (CI machines run Debian's 6.x
+// with BTF, as root). The eBPF-only probe's are checked in the VM tests: this
+// machine's kernel refuses tracing programs.
 func TestPreflightRunningKernel(t *testing.T) {
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") == "true" {
@@ -93,7 +124,7 @@ func TestPreflightRunningKernel(t *testing.T) {
 		}
 		t.Skip("feature probes load BPF programs: needs root")
 	}
-	if err := Preflight(""); err != nil {
+	if err := Preflight("", ProbeModule); err != nil {
 		t.Fatal(err)
 	}
 }

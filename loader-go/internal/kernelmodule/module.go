@@ -39,6 +39,9 @@ var ErrNotLoaded = errors.New("module not loaded: pass --module or run make insm
 // ErrVersion is wrapped when a module is of another version than Version.
 var ErrVersion = errors.New("module of another version")
 
+// ErrLockdown is wrapped when kernel lockdown refused to load the module.
+var ErrLockdown = errors.New("kernel lockdown refuses unsigned modules")
+
 // Options says which module to load and how.
 type Options struct {
 	// Path is the .ko file to load if the module is not loaded already;
@@ -86,6 +89,12 @@ func Load(opts Options) (*Module, error) {
 	if err := finit(opts.Path, opts.Params); errors.Is(err, unix.EEXIST) {
 		m.log.Info("module was loaded meanwhile; checking it", "module", Name)
 		return m, m.useLoaded(opts.Path)
+	} else if errors.Is(err, unix.EPERM) {
+		if mode := Lockdown(m.sysfs); mode != "" && mode != "none" {
+			return nil, fmt.Errorf("load module %s: %w (lockdown=%s, as under Secure Boot): sign it with a key the kernel trusts, or use the eBPF-only probe (--probe bpf or auto): %w",
+				opts.Path, ErrLockdown, mode, err)
+		}
+		return nil, err
 	} else if err != nil {
 		return nil, err
 	}
@@ -295,6 +304,23 @@ func (m *Module) counter(name string) (uint64, error) {
 		return 0, fmt.Errorf("read module counter %s: %w", name, err)
 	}
 	return v, nil
+}
+
+// Lockdown returns the kernel's lockdown mode as sysfs/kernel/security/lockdown
+// shows it ("none", "integrity" or "confidentiality"), or "" if it cannot be
+// read (no securityfs mounted, or a kernel without the lockdown LSM).
+func Lockdown(sysfs string) string {
+	b, err := os.ReadFile(filepath.Join(sysfs, "kernel", "security", "lockdown"))
+	if err != nil {
+		return ""
+	}
+	// "none [integrity] confidentiality": the active mode is bracketed.
+	s := string(b)
+	i, j := strings.IndexByte(s, '['), strings.IndexByte(s, ']')
+	if i < 0 || j < i {
+		return ""
+	}
+	return s[i+1 : j]
 }
 
 // Release returns the running kernel's release (uname -r).

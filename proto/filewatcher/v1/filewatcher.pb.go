@@ -106,15 +106,18 @@ const (
 	GapReason_GAP_REASON_UNSPECIFIED GapReason = 0
 	// The kernel ring buffer was full; the BPF program could not write events.
 	GapReason_GAP_REASON_RINGBUF_FULL GapReason = 1
-	// The kretprobe on do_filp_open missed calls (maxactive too small). Each
-	// miss was an open that asked for O_CREAT and may or may not have created
-	// a file, so this is an upper bound.
+	// The probe missed calls of the open function: the module's kretprobe
+	// (maxactive too small, or another kprobe running), or a run of the
+	// eBPF-only probe's programs the kernel skipped because another BPF
+	// program was running on that CPU. Each miss was an open that may or may
+	// not have created a file, so this is an upper bound.
 	GapReason_GAP_REASON_KPROBE_MISSED GapReason = 2
 	// This subscriber's queue overflowed.
 	GapReason_GAP_REASON_SUBSCRIBER_OVERFLOW GapReason = 3
 	// A resuming client asked for events the replay buffer no longer holds.
 	GapReason_GAP_REASON_REPLAY_EXPIRED GapReason = 4
-	// The BPF program could not read the event from the tracepoint.
+	// The BPF program could not read the event (from the tracepoint, or the
+	// created file's name), or had no room to keep it while an open finished.
 	GapReason_GAP_REASON_READ_ERROR GapReason = 5
 )
 
@@ -693,7 +696,8 @@ type LossCounters struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Events the BPF program could not write to the ring buffer (all CPUs).
 	RingbufFull uint64 `protobuf:"varint,1,opt,name=ringbuf_full,json=ringbufFull,proto3" json:"ringbuf_full,omitempty"`
-	// kretprobe misses reported by the module.
+	// Missed calls of the open function (GAP_REASON_KPROBE_MISSED): the
+	// module's kretprobe misses, or the eBPF-only probe's skipped runs.
 	KprobeMissed uint64 `protobuf:"varint,2,opt,name=kprobe_missed,json=kprobeMissed,proto3" json:"kprobe_missed,omitempty"`
 	// Events the BPF program could not read from the tracepoint.
 	ReadErrors uint64 `protobuf:"varint,3,opt,name=read_errors,json=readErrors,proto3" json:"read_errors,omitempty"`
@@ -941,8 +945,28 @@ type GetStatusResponse struct {
 	// Connections whose TLS handshake failed, including clients without a
 	// trusted certificate when client certificates are required.
 	HandshakesFailed uint64 `protobuf:"varint,16,opt,name=handshakes_failed,json=handshakesFailed,proto3" json:"handshakes_failed,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Which probe sees the creations: "kmod" (the kernel module's kretprobe
+	// and tracepoint) or "bpf" (the eBPF-only probe, no module); empty for the
+	// synthetic source.
+	Probe string `protobuf:"bytes,17,opt,name=probe,proto3" json:"probe,omitempty"`
+	// Why that probe (--probe): "requested" when --probe named it; under
+	// --probe auto, "module" when the module loaded and passed every check,
+	// else why it was not used and the eBPF-only probe runs instead:
+	// "no_module" (none loaded and no --module), "lockdown" (kernel lockdown
+	// refuses unsigned modules), "no_module_support" (the kernel cannot load
+	// modules), "module_mismatch" (built for another kernel, another loader
+	// version, or a kernel whose open function differs), "kernel_unsupported"
+	// (the kernel lacks what the module's program needs) or "module_error"
+	// (any other failure).
+	ProbeReason string `protobuf:"bytes,18,opt,name=probe_reason,json=probeReason,proto3" json:"probe_reason,omitempty"`
+	// The module's refusal in full when --probe auto fell back; empty
+	// otherwise.
+	ProbeDetail string `protobuf:"bytes,19,opt,name=probe_detail,json=probeDetail,proto3" json:"probe_detail,omitempty"`
+	// The kernel function whose calls the probe watches: do_filp_open, or
+	// do_file_open since Linux 7.0.
+	ProbeFunction string `protobuf:"bytes,20,opt,name=probe_function,json=probeFunction,proto3" json:"probe_function,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetStatusResponse) Reset() {
@@ -1087,6 +1111,34 @@ func (x *GetStatusResponse) GetHandshakesFailed() uint64 {
 	return 0
 }
 
+func (x *GetStatusResponse) GetProbe() string {
+	if x != nil {
+		return x.Probe
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetProbeReason() string {
+	if x != nil {
+		return x.ProbeReason
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetProbeDetail() string {
+	if x != nil {
+		return x.ProbeDetail
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetProbeFunction() string {
+	if x != nil {
+		return x.ProbeFunction
+	}
+	return ""
+}
+
 var File_filewatcher_v1_filewatcher_proto protoreflect.FileDescriptor
 
 const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
@@ -1145,7 +1197,7 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"queueDepth\x12%\n" +
 	"\x0equeue_capacity\x18\x04 \x01(\rR\rqueueCapacity\x12\x1c\n" +
 	"\tdelivered\x18\x05 \x01(\x04R\tdelivered\x12\x18\n" +
-	"\adropped\x18\x06 \x01(\x04R\adropped\"\xbc\x05\n" +
+	"\adropped\x18\x06 \x01(\x04R\adropped\"\xbf\x06\n" +
 	"\x11GetStatusResponse\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12%\n" +
 	"\x0eloader_version\x18\x02 \x01(\tR\rloaderVersion\x12%\n" +
@@ -1163,7 +1215,11 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"\x0fmax_subscribers\x18\r \x01(\rR\x0emaxSubscribers\x12/\n" +
 	"\x13subscribers_refused\x18\x0e \x01(\x04R\x12subscribersRefused\x12'\n" +
 	"\x0frequests_denied\x18\x0f \x01(\x04R\x0erequestsDenied\x12+\n" +
-	"\x11handshakes_failed\x18\x10 \x01(\x04R\x10handshakesFailed*\x8e\x01\n" +
+	"\x11handshakes_failed\x18\x10 \x01(\x04R\x10handshakesFailed\x12\x14\n" +
+	"\x05probe\x18\x11 \x01(\tR\x05probe\x12!\n" +
+	"\fprobe_reason\x18\x12 \x01(\tR\vprobeReason\x12!\n" +
+	"\fprobe_detail\x18\x13 \x01(\tR\vprobeDetail\x12%\n" +
+	"\x0eprobe_function\x18\x14 \x01(\tR\rprobeFunction*\x8e\x01\n" +
 	"\x0eOverflowPolicy\x12\x1f\n" +
 	"\x1bOVERFLOW_POLICY_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bOVERFLOW_POLICY_DROP_OLDEST\x10\x01\x12\x1f\n" +

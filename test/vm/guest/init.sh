@@ -24,6 +24,8 @@ mount -t sysfs sysfs /sys || fatal "mount /sys"
 mount -t tracefs tracefs /sys/kernel/tracing || fatal "mount tracefs"
 mount -t bpf bpf /sys/fs/bpf || fatal "mount bpffs"
 mount -t cgroup2 cgroup2 /sys/fs/cgroup || fatal "mount cgroup2"
+# Where a kernel shows its lockdown mode, as on a full system.
+mount -t securityfs securityfs /sys/kernel/security || fatal "mount securityfs"
 mount -t tmpfs -o mode=1777 tmpfs /tmp || fatal "mount /tmp"
 mkdir -p /dev/pts /dev/shm
 mount -t devpts devpts /dev/pts

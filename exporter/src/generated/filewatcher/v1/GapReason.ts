@@ -14,9 +14,11 @@ export const GapReason = {
    */
   GAP_REASON_RINGBUF_FULL: 1,
   /**
-   * The kretprobe on do_filp_open missed calls (maxactive too small). Each
-   * miss was an open that asked for O_CREAT and may or may not have created
-   * a file, so this is an upper bound.
+   * The probe missed calls of the open function: the module's kretprobe
+   * (maxactive too small, or another kprobe running), or a run of the
+   * eBPF-only probe's programs the kernel skipped because another BPF
+   * program was running on that CPU. Each miss was an open that may or may
+   * not have created a file, so this is an upper bound.
    */
   GAP_REASON_KPROBE_MISSED: 2,
   /**
@@ -28,7 +30,8 @@ export const GapReason = {
    */
   GAP_REASON_REPLAY_EXPIRED: 4,
   /**
-   * The BPF program could not read the event from the tracepoint.
+   * The BPF program could not read the event (from the tracepoint, or the
+   * created file's name), or had no room to keep it while an open finished.
    */
   GAP_REASON_READ_ERROR: 5,
 } as const;
@@ -48,9 +51,11 @@ export type GapReason =
   | 'GAP_REASON_RINGBUF_FULL'
   | 1
   /**
-   * The kretprobe on do_filp_open missed calls (maxactive too small). Each
-   * miss was an open that asked for O_CREAT and may or may not have created
-   * a file, so this is an upper bound.
+   * The probe missed calls of the open function: the module's kretprobe
+   * (maxactive too small, or another kprobe running), or a run of the
+   * eBPF-only probe's programs the kernel skipped because another BPF
+   * program was running on that CPU. Each miss was an open that may or may
+   * not have created a file, so this is an upper bound.
    */
   | 'GAP_REASON_KPROBE_MISSED'
   | 2
@@ -65,7 +70,8 @@ export type GapReason =
   | 'GAP_REASON_REPLAY_EXPIRED'
   | 4
   /**
-   * The BPF program could not read the event from the tracepoint.
+   * The BPF program could not read the event (from the tracepoint, or the
+   * created file's name), or had no room to keep it while an open finished.
    */
   | 'GAP_REASON_READ_ERROR'
   | 5;

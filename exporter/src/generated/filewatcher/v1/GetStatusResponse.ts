@@ -85,6 +85,34 @@ export interface GetStatusResponse {
    * trusted certificate when client certificates are required.
    */
   handshakes_failed?: number | string | Long;
+  /**
+   * Which probe sees the creations: "kmod" (the kernel module's kretprobe
+   * and tracepoint) or "bpf" (the eBPF-only probe, no module); empty for the
+   * synthetic source.
+   */
+  probe?: string;
+  /**
+   * Why that probe (--probe): "requested" when --probe named it; under
+   * --probe auto, "module" when the module loaded and passed every check,
+   * else why it was not used and the eBPF-only probe runs instead:
+   * "no_module" (none loaded and no --module), "lockdown" (kernel lockdown
+   * refuses unsigned modules), "no_module_support" (the kernel cannot load
+   * modules), "module_mismatch" (built for another kernel, another loader
+   * version, or a kernel whose open function differs), "kernel_unsupported"
+   * (the kernel lacks what the module's program needs) or "module_error"
+   * (any other failure).
+   */
+  probe_reason?: string;
+  /**
+   * The module's refusal in full when --probe auto fell back; empty
+   * otherwise.
+   */
+  probe_detail?: string;
+  /**
+   * The kernel function whose calls the probe watches: do_filp_open, or
+   * do_file_open since Linux 7.0.
+   */
+  probe_function?: string;
 }
 
 /**
@@ -161,4 +189,32 @@ export interface GetStatusResponse__Output {
    * trusted certificate when client certificates are required.
    */
   handshakes_failed: number;
+  /**
+   * Which probe sees the creations: "kmod" (the kernel module's kretprobe
+   * and tracepoint) or "bpf" (the eBPF-only probe, no module); empty for the
+   * synthetic source.
+   */
+  probe: string;
+  /**
+   * Why that probe (--probe): "requested" when --probe named it; under
+   * --probe auto, "module" when the module loaded and passed every check,
+   * else why it was not used and the eBPF-only probe runs instead:
+   * "no_module" (none loaded and no --module), "lockdown" (kernel lockdown
+   * refuses unsigned modules), "no_module_support" (the kernel cannot load
+   * modules), "module_mismatch" (built for another kernel, another loader
+   * version, or a kernel whose open function differs), "kernel_unsupported"
+   * (the kernel lacks what the module's program needs) or "module_error"
+   * (any other failure).
+   */
+  probe_reason: string;
+  /**
+   * The module's refusal in full when --probe auto fell back; empty
+   * otherwise.
+   */
+  probe_detail: string;
+  /**
+   * The kernel function whose calls the probe watches: do_filp_open, or
+   * do_file_open since Linux 7.0.
+   */
+  probe_function: string;
 }

@@ -12,7 +12,8 @@ export interface LossCounters {
    */
   ringbuf_full?: number | string | Long;
   /**
-   * kretprobe misses reported by the module.
+   * Missed calls of the open function (GAP_REASON_KPROBE_MISSED): the
+   * module's kretprobe misses, or the eBPF-only probe's skipped runs.
    */
   kprobe_missed?: number | string | Long;
   /**
@@ -39,7 +40,8 @@ export interface LossCounters__Output {
    */
   ringbuf_full: number;
   /**
-   * kretprobe misses reported by the module.
+   * Missed calls of the open function (GAP_REASON_KPROBE_MISSED): the
+   * module's kretprobe misses, or the eBPF-only probe's skipped runs.
    */
   kprobe_missed: number;
   /**
