@@ -37,7 +37,10 @@
 #
 # K is a series of the table below (the newest cloud kernel of its suite), or
 # any Debian cloud kernel release the mirror serves, with or without its
-# flavour: 6.18.15+deb13-cloud-amd64, 6.18.15+deb13, 6.1.0-47.
+# flavour: 6.18.15+deb13-cloud-amd64, 6.18.15+deb13, 6.1.0-47. A series with
+# "-generic" (6.1-generic) is the suite's generic kernel instead (flavour
+# amd64 or arm64: all of Debian's modules, 9p among them, which the cloud
+# flavour leaves out).
 #
 # Environment: FILEWATCHER_CACHE (see test/vm/cache.sh).
 set -euo pipefail
@@ -115,7 +118,13 @@ case "$kernel" in
 esac
 
 base=$cache/kernels/$arch
+# The flavour of a series' kernel: cloud, or generic with "-generic".
+flavour=cloud-$arch
 suite=$(series_suite "$kernel")
+if [ -z "$suite" ] && [ "${kernel%-generic}" != "$kernel" ]; then
+	suite=$(series_suite "${kernel%-generic}")
+	[ -z "$suite" ] || flavour=$arch
+fi
 if [ -n "$suite" ]; then
 	# A series: an alias (symlink) to the release it resolved to.
 	alias_dir=$base/$kernel
@@ -124,6 +133,9 @@ else
 	case "$kernel" in
 	*-cloud-amd64 | *-cloud-arm64)
 		[ "${kernel##*-cloud-}" = "$arch" ] || die "--kernel $kernel is not an $arch kernel (pass --arch ${kernel##*-cloud-})"
+		;;
+	*-amd64 | *-arm64) # a generic kernel's release
+		[ "${kernel##*-}" = "$arch" ] || die "--kernel $kernel is not an $arch kernel (pass --arch ${kernel##*-})"
 		;;
 	[0-9]*) kernel=$kernel-cloud-$arch ;;
 	*) die "unknown kernel '$kernel': want a series ($(usage_kernels)) or a release such as 6.18.15+deb13-cloud-$arch" ;;
@@ -274,7 +286,7 @@ exists() { [ -n "$(pkg_version "$1" "$2")" ]; }
 apt_update
 
 if [ -n "$alias_dir" ]; then
-	meta=linux-image-cloud-$arch
+	meta=linux-image-$flavour
 	mver=$(pkg_version "$meta:$arch" "$suite")
 	[ -n "$mver" ] || die "no $meta in $suite"
 	image=$(pkg_depends "$meta:$arch" "$mver" | grep -E '^linux-image-[0-9]' | head -n1)

@@ -6,7 +6,7 @@
 #   vm.sh up --kernel K [--arch amd64|arm64 (default: the host's)] [--name NAME]
 #            [--add HOST_PATH[:GUEST_PATH]]... [--no-loader] [--no-module]
 #            [--loader-args "ARGS"] [--kernel-args "ARGS"] [--timeout SECONDS]
-#            [--ttl SECONDS]
+#            [--ttl SECONDS] [--share HOST_DIR:TAG]...
 #   vm.sh exec [--name NAME] [--uid N] [--gid N] [--stdin] [--cwd DIR]
 #              [--env KEY=VALUE]... [--timeout DURATION] [--show-pid] -- CMD...
 #   vm.sh addr [--name NAME] [--agent]
@@ -14,8 +14,11 @@
 #   vm.sh down [--name NAME] [--clean]
 #   vm.sh help
 #
-# K: a series (5.10, 6.1, 6.12, 7.2, 7.3: test/vm/kernels.sh list) or any
-# Debian cloud kernel release (6.18.15+deb13-cloud-amd64).
+# K: a series (5.10, 6.1, 6.12, 7.2, 7.3: test/vm/kernels.sh list), a series'
+# generic kernel (6.1-generic) or any Debian cloud kernel release
+# (6.18.15+deb13-cloud-amd64).
+# --share: HOST_DIR as a 9p file system (virtio), mounted at /mnt/TAG in the
+# guest; needs a kernel with 9p, such as a -generic one.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -105,7 +108,7 @@ build_go() {
 
 cmd_up() {
 	local series='' arch=$(host_arch) name=default loader=1 module=1 loader_args='' kernel_args='' timeout=300 ttl=0
-	local adds=()
+	local adds=() shares=() # shares: HOST_DIR:TAG, read by make_initramfs and boot
 	while [ $# -gt 0 ]; do
 		case "$1" in
 		--kernel) series=${2:?--kernel needs a value}; shift 2 ;;
@@ -118,6 +121,12 @@ cmd_up() {
 		--kernel-args) kernel_args=${2?--kernel-args needs a value}; shift 2 ;;
 		--timeout) timeout=${2:?--timeout needs seconds}; shift 2 ;;
 		--ttl) ttl=${2:?--ttl needs seconds}; shift 2 ;;
+		--share)
+			[[ "${2:-}" =~ ^/[^:]*:[A-Za-z0-9_]+$ ]] || die "up: --share wants /HOST_DIR:TAG (TAG: letters, digits, _)"
+			[ -d "${2%:*}" ] || die "up: --share $2: ${2%:*} is not a directory"
+			shares+=("$2")
+			shift 2
+			;;
 		*) die "up: unknown argument '$1' (see vm.sh help)" ;;
 		esac
 	done
@@ -211,10 +220,12 @@ make_initramfs() {
 	printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
 	printf 'root:x:0:\n' >"$root/etc/group"
 
-	local mods
+	local mods want=("${net_modules[@]}") tags='' share
+	if [ ${#shares[@]} -gt 0 ]; then want+=(9p 9pnet_virtio); fi
+	for share in "${shares[@]}"; do tags+="${share##*:} "; done
 	mods=$("$here/kernels.sh" modules --kernel "$(cat "$kdir/release")" --arch "$arch" \
-		--into "$root/lib/modules/filewatcher-vm" "${net_modules[@]}" | tr '\n' ' ') ||
-		die "up: cannot resolve ${net_modules[*]} in $(cat "$kdir/release")"
+		--into "$root/lib/modules/filewatcher-vm" "${want[@]}" | tr '\n' ' ') ||
+		die "up: cannot resolve ${want[*]} in $(cat "$kdir/release")"
 
 	if [ "$module" = 1 ]; then
 		cp "$kmod_dir/filewatcher.ko" "$root/filewatcher/filewatcher.ko"
@@ -239,6 +250,7 @@ make_initramfs() {
 	local quoted=${loader_args//\'/\'\\\'\'}
 	cat >"$root/filewatcher/vm.conf" <<EOF
 FW_NET_MODULES='${mods% }'
+FW_SHARES='${tags% }'
 FW_AGENT_PORT=$guest_agent_port
 FW_LOADER_PORT=$guest_grpc_port
 FW_START_LOADER=$loader
@@ -285,6 +297,10 @@ boot() {
 			-netdev "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:$grpc_port-:$guest_grpc_port,hostfwd=tcp:127.0.0.1:$agent_port-:$guest_agent_port"
 			-device virtio-net-pci,netdev=n0
 			-pidfile "$state/qemu.pid")
+		local share
+		for share in "${shares[@]}"; do
+			cmd+=(-virtfs "local,path=${share%:*},mount_tag=${share##*:},security_model=none,id=${share##*:}")
+		done
 		if [ "$ttl" -gt 0 ]; then cmd=(timeout --kill-after=10 "$ttl" "${cmd[@]}"); fi
 		rm -f "$state/qemu.pid"
 		say "booting: ${cmd[*]}"

@@ -42,8 +42,9 @@ const (
 	// its tracepoint, and the program file_created forwards each event.
 	ProbeModule Probe = "kmod"
 	// ProbeBPF: no module; the programs fentry_security_file_open and
-	// fexit_open see the creations themselves (needs BPF trampolines: x86-64
-	// since 5.5, arm64 since 6.0).
+	// fexit_open see the creations themselves (needs BPF trampolines on
+	// kernel functions: x86-64 since 5.5, arm64 since 6.4, which added ftrace
+	// direct calls).
 	ProbeBPF Probe = "bpf"
 )
 
@@ -274,7 +275,7 @@ func (s *Source) openBPFProbe(spec *ebpf.CollectionSpec) error {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
 		if err != nil {
 			if errors.Is(err, errnoENOTSUPP) || errors.Is(err, ebpf.ErrNotSupported) {
-				return fmt.Errorf("%w: attach %s: %w (no BPF trampolines: x86-64 has them since Linux 5.5, arm64 since 6.0)", ErrBPFProbe, p.name, err)
+				return fmt.Errorf("%w: attach %s: %w (no BPF trampolines on kernel functions: x86-64 has them since Linux 5.5, arm64 since 6.4)", ErrBPFProbe, p.name, err)
 			}
 			return fmt.Errorf("%w: attach %s: %w", ErrBPFProbe, p.name, err)
 		}

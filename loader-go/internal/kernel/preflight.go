@@ -33,7 +33,7 @@ var since = map[string]string{
 	kernelBTF:                                         "CONFIG_DEBUG_INFO_BTF",
 	"BPF map type " + ebpf.RingBuf.String():           "Linux 5.8",
 	"BPF program type " + ebpf.TracePoint.String():    "CONFIG_BPF_EVENTS",
-	"BPF program type " + ebpf.Tracing.String():       "Linux 5.5",
+	"BPF program type " + ebpf.Tracing.String():       "BPF trampolines: x86-64 since Linux 5.5, arm64 since 6.4",
 	"BPF helper " + asm.FnRingbufOutput.String():      "Linux 5.8",
 	"BPF helper " + asm.FnRingbufQuery.String():       "Linux 5.8",
 	"BPF helper " + asm.FnProbeReadKernelStr.String(): "Linux 5.5",

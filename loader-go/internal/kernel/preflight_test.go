@@ -100,7 +100,7 @@ func TestPreflightBPFProbe(t *testing.T) {
 		t.Errorf("no tracepoint programs: %v, want no objection from the eBPF-only probe", err)
 	}
 	err = preflight(spec, ProbeBPF.programNames(), withBTF, fakeProbes("Tracing"))
-	if !errors.Is(err, ErrKernelUnsupported) || !strings.HasSuffix(err.Error(), "it has no BPF program type Tracing (Linux 5.5); nothing was loaded") {
+	if !errors.Is(err, ErrKernelUnsupported) || !strings.HasSuffix(err.Error(), "it has no BPF program type Tracing (BPF trampolines: x86-64 since Linux 5.5, arm64 since 6.4); nothing was loaded") {
 		t.Errorf("no tracing programs: error = %v", err)
 	}
 	noBTF := filepath.Join(t.TempDir(), "vmlinux")

@@ -35,7 +35,7 @@ ulimit -l unlimited
 . /filewatcher/vm.conf
 
 # virtio-net is a module in Debian's cloud kernels; vm.sh lists the modules
-# this kernel needs, in dependency order.
+# this kernel needs, in dependency order (with 9p's for --share).
 for m in $FW_NET_MODULES; do
 	insmod "/lib/modules/filewatcher-vm/$m.ko" || fatal "insmod $m"
 done
@@ -51,6 +51,12 @@ ip link set eth0 up
 ip addr add 10.0.2.15/24 dev eth0 || fatal "configure eth0"
 ip route add default via 10.0.2.2
 say "network up"
+
+# vm.sh up --share HOST_DIR:TAG: the host's directory over 9p, at /mnt/TAG.
+for tag in $FW_SHARES; do
+	mkdir -p "/mnt/$tag"
+	mount -t 9p -o trans=virtio,version=9p2000.L "$tag" "/mnt/$tag" || fatal "mount 9p share $tag"
+done
 
 agent serve --listen "0.0.0.0:$FW_AGENT_PORT" >/var/log/agent.log 2>&1 &
 
