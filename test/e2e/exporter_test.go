@@ -116,6 +116,10 @@ func testExporterMetrics(t *testing.T, g *guest, exp *exporter) {
 	}
 	promtoolCheck(t, text)
 	assertExporterHealthy(t, text, exp.created())
+	// The loader's probe, from GetStatus (the exporter asks every 5 s).
+	info := regexp.MustCompile(`(?m)^filewatcher_loader_info\{.*probe="kmod",probe_reason="requested",probe_function="` +
+		openFunction(t, g.release) + `".*\} 1$`)
+	exp.waitFor(t, "filewatcher_loader_info with the probe", func(text string) bool { return info.MatchString(text) })
 }
 
 // testSideBySide runs two filtered gRPC subscribers (a path prefix, a uid)

@@ -153,7 +153,7 @@ func openKernel(cfg config.Config, sink kernel.Sink, log *slog.Logger) (*source,
 		if cfg.Module != "" {
 			log.Info("--module is not used by the eBPF-only probe", "module", cfg.Module)
 		}
-		if err := dropModuleCapability(); err != nil {
+		if err := dropModuleCapability(log); err != nil {
 			log.Warn("cannot drop CAP_SYS_MODULE", "error", err)
 		}
 	}
@@ -171,13 +171,13 @@ func (fs statusFillers) FillStatus(resp *pb.GetStatusResponse) {
 	}
 }
 
-// dropModuleCapability removes CAP_SYS_MODULE from every thread's bounding,
-// effective, permitted and inheritable sets: the eBPF-only probe never loads
-// or unloads a module, so a compromised loader cannot either.
-func dropModuleCapability() error {
-	if _, _, errno := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_CAPBSET_DROP, unix.CAP_SYS_MODULE, 0); errno != 0 {
-		return fmt.Errorf("prctl(PR_CAPBSET_DROP): %w", errno)
-	}
+// dropModuleCapability removes CAP_SYS_MODULE from every thread's effective,
+// permitted and inheritable sets (so from the ambient set too), and from the
+// bounding set where the loader may change it (CAP_SETPCAP: as root, not in
+// the systemd unit, whose NoNewPrivileges= already keeps an exec from
+// gaining it back): the eBPF-only probe never loads or unloads a module, so
+// a compromised loader cannot either.
+func dropModuleCapability(log *slog.Logger) error {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
@@ -190,6 +190,11 @@ func dropModuleCapability() error {
 	data[i].Inheritable &^= bit
 	if _, _, errno := syscall.AllThreadsSyscall(unix.SYS_CAPSET, uintptr(unsafe.Pointer(&hdr)), uintptr(unsafe.Pointer(&data[0])), 0); errno != 0 {
 		return fmt.Errorf("capset: %w", errno)
+	}
+	if _, _, errno := syscall.AllThreadsSyscall(syscall.SYS_PRCTL, unix.PR_CAPBSET_DROP, unix.CAP_SYS_MODULE, 0); errno == unix.EPERM {
+		log.Debug("CAP_SYS_MODULE stays in the bounding set (no CAP_SETPCAP); it is gone from the other sets")
+	} else if errno != 0 {
+		return fmt.Errorf("prctl(PR_CAPBSET_DROP): %w", errno)
 	}
 	return nil
 }

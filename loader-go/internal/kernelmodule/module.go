@@ -91,8 +91,8 @@ func Load(opts Options) (*Module, error) {
 		return m, m.useLoaded(opts.Path)
 	} else if errors.Is(err, unix.EPERM) {
 		if mode := Lockdown(m.sysfs); mode != "" && mode != "none" {
-			return nil, fmt.Errorf("load module %s: %w (lockdown=%s, as under Secure Boot): sign it with a key the kernel trusts, or use the eBPF-only probe (--probe bpf or auto): %w",
-				opts.Path, ErrLockdown, mode, err)
+			return nil, fmt.Errorf("load module %s: %w (lockdown=%s, as under Secure Boot): sign it with a key the kernel trusts, or use the eBPF-only probe (--probe bpf or auto)",
+				opts.Path, ErrLockdown, mode)
 		}
 		return nil, err
 	} else if err != nil {

@@ -2,6 +2,7 @@ package kernelmodule
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -168,5 +169,28 @@ func TestCountersMissing(t *testing.T) {
 	}
 	if m.Version() != "" || m.Loaded() {
 		t.Error("module reported loaded")
+	}
+}
+
+func TestLockdown(t *testing.T) {
+	sysfs := t.TempDir()
+	if got := Lockdown(sysfs); got != "" {
+		t.Errorf("no securityfs: Lockdown = %q, want \"\"", got)
+	}
+	if err := os.MkdirAll(filepath.Join(sysfs, "kernel", "security"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for content, want := range map[string]string{
+		"[none] integrity confidentiality\n": "none",
+		"none [integrity] confidentiality\n": "integrity",
+		"none integrity [confidentiality]\n": "confidentiality",
+		"garbage\n":                          "",
+	} {
+		if err := os.WriteFile(filepath.Join(sysfs, "kernel", "security", "lockdown"), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got := Lockdown(sysfs); got != want {
+			t.Errorf("Lockdown with %q = %q, want %q", content, got, want)
+		}
 	}
 }
