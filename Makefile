@@ -107,11 +107,12 @@ uninstall: ## stop, disable and remove what make install installed
 	deploy/install.sh uninstall PREFIX="$(PREFIX)" DESTDIR="$(DESTDIR)"
 
 .PHONY: lint
-lint: ## formatters and linters: gofmt, go vet, tsc, eslint, prettier, buf lint/breaking, shell syntax
+lint: ## formatters and linters: gofmt, go vet, tsc, eslint, prettier, buf lint/breaking, BPF object up to date, shell syntax
 	@out=$$(gofmt -l loader-go proto test bench internal); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet -tags e2e ./...
 	npm run --silent lint
 	proto/check.sh
+	scripts/check-bpf-object.sh
 	@for f in $$(git ls-files '*.sh' .ci/run); do bash -n "$$f" || exit 1; done
 
 .PHONY: test-unit

@@ -115,7 +115,17 @@ func main() {
 	flag.BoolVar(&b.smoke, "smoke", false, "tiny sizes, every piece once, check the machinery (no timing asserted)")
 	flag.StringVar(&out, "out", "", "report to write (default BENCHMARKS.md, or <work>/BENCHMARKS.smoke.md with --smoke)")
 	flag.StringVar(&only, "only", "userspace,exporter,kernel", "sections to run (comma-separated)")
+	render := flag.String("render", "", "only write the report again from this results.json (after a change to the report's text)")
 	flag.Parse()
+	if *render != "" {
+		if out == "" {
+			out = "BENCHMARKS.md"
+		}
+		if err := rerender(*render, out); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	if b.loaderBin == "" || b.stormBin == "" {
 		fmt.Fprintln(os.Stderr, "fwbench: --loader and --storm are required (bench/run.sh passes them)")
 		os.Exit(2)
@@ -230,4 +240,21 @@ func writeJSON(path string, v any) error {
 		return err
 	}
 	return os.WriteFile(path, b, 0o644)
+}
+
+// rerender writes the report of a results.json that an earlier run wrote.
+func rerender(results, out string) error {
+	data, err := os.ReadFile(results)
+	if err != nil {
+		return err
+	}
+	var res Results
+	if err := json.Unmarshal(data, &res); err != nil {
+		return fmt.Errorf("%s: %w", results, err)
+	}
+	cfg := fullConfig
+	if res.Smoke {
+		cfg = smokeConfig
+	}
+	return os.WriteFile(out, []byte(renderReport(&res, cfg)), 0o644)
 }

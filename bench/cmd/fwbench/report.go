@@ -635,10 +635,12 @@ func probeVerdict(bd *Breakdown) string {
 		}
 		return "about the same (within 5%)"
 	}
-	return fmt.Sprintf("Creating a file is %s; opening an existing one is %s. Every open, creating or not, runs the "+
-		"eBPF-only probe's two programs through BPF trampolines (`security_file_open` tests `FMODE_CREATED`, the open "+
-		"function's fexit looks up its task in a hash map), where the module's kretprobe entry only tests `O_CREAT` and "+
-		"arms no return probe for a plain open; a create costs the module a kretprobe return, `d_path()`, the tracepoint "+
-		"and the BPF program on it, and the eBPF-only probe `bpf_d_path()` and the ring buffer write, without the "+
-		"tracepoint in between.", cheaper(bd.BPFvsModule.Median()), cheaper(bd.BPFvsModuleOpen.Median()))
+	return fmt.Sprintf("Creating a file is %s; opening an existing one is %s. Why, from what each runs: every open, "+
+		"creating or not, enters the eBPF-only probe's two programs through BPF trampolines (at `security_file_open` a "+
+		"test of `FMODE_CREATED`; at the open function's return a hash lookup of the task), where the module's kretprobe "+
+		"entry tests `O_CREAT` in an ftrace callback and arms no return probe for a plain open. A create costs the module "+
+		"a kretprobe return (a trampoline that saves and restores every register), `d_path()` into its buffer, the "+
+		"tracepoint, and the BPF program copying the path again into the ring record; the eBPF-only probe writes "+
+		"`bpf_d_path()` straight into the record. These are TCG ratios: they rank the two, they are not hardware numbers.",
+		cheaper(bd.BPFvsModule.Median()), cheaper(bd.BPFvsModuleOpen.Median()))
 }
