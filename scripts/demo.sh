@@ -74,6 +74,8 @@ try_native() {
 		fi
 		if ! kill -0 "$pid" 2>/dev/null; then
 			why=$(sed -n 's/.*msg=exiting error=//p' "$run_dir/loader.log" | tail -n 1)
+			why=${why#\"}
+			why=${why%\"}
 			return 1
 		fi
 		sleep 0.2
