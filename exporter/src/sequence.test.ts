@@ -30,6 +30,16 @@ describe('SequenceTracker', () => {
     assert.equal(t.observe(11, 11), 0);
   });
 
+  it('accounts a run that began while following another from its first number', () => {
+    const t = new SequenceTracker();
+    t.observe(1, 100);
+    t.expectFrom(1);
+    assert.equal(t.startAt(1), 0, 'read from the start: nothing skipped');
+    assert.equal(t.observe(1, 5), 0);
+    t.expectFrom(1);
+    assert.equal(t.startAt(40), 39, 'joined live at 40: 1..39 were missed');
+  });
+
   it('starts over after reset (a new loader run)', () => {
     const t = new SequenceTracker();
     t.observe(1, 100);
@@ -43,13 +53,12 @@ describe('SequenceTracker', () => {
 describe('LossDeltas', () => {
   it('turns cumulative values into increments, per run', () => {
     const d = new LossDeltas();
-    assert.deepEqual(
-      [d.delta('ringbuf_full', 5), d.delta('ringbuf_full', 5), d.delta('ringbuf_full', 12)],
-      [5, 0, 7],
-    );
+    assert.equal(d.delta('ringbuf_full', 5), 0, 'the run this process joins: a baseline');
+    assert.deepEqual([d.delta('ringbuf_full', 5), d.delta('ringbuf_full', 12)], [0, 7]);
     assert.equal(d.delta('ringbuf_full', 3), 0, 'a value that went down is ignored');
     assert.equal(d.delta('ringbuf_full', 13), 1);
     d.newRun();
-    assert.equal(d.delta('ringbuf_full', 4), 4, 'a new run counts from zero');
+    assert.equal(d.delta('ringbuf_full', 4), 4, 'a run that began since counts from zero');
+    assert.equal(d.delta('kprobe_missed', 2), 2);
   });
 });

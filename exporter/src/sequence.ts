@@ -13,6 +13,15 @@ export class SequenceTracker {
     this.next = undefined;
   }
 
+  /**
+   * expectFrom starts a run that must be accounted for from `first` (1: a
+   * loader run that began while we followed the previous one): whatever
+   * arrives later than first without a gap is missing, not a baseline.
+   */
+  expectFrom(first: number): void {
+    this.next = first;
+  }
+
   /** last is the highest sequence number observed in this run, or 0. */
   get last(): number {
     return this.next === undefined ? 0 : this.next - 1;
@@ -68,19 +77,29 @@ type CounterName = keyof LossCounters__Output;
 /**
  * LossDeltas turns the loader's cumulative, per-run LossCounters into
  * increments for our own counters, which must keep growing across loader
- * restarts. A new run starts from zero; a value that went down within a run
- * is ignored (it cannot be newer information).
+ * restarts. A run that began while we followed the previous one counts from
+ * zero. The first run this process sees is joined mid-way: its values so far
+ * are a baseline, not increments (they were the last exporter's to count,
+ * and counting them again would show every exporter restart as a burst of
+ * loss). A value that went down within a run is ignored (it cannot be newer
+ * information).
  */
 export class LossDeltas {
   private seen = new Map<CounterName, number>();
+  private joined = true;
 
-  /** newRun forgets the previous run's values. */
+  /** newRun forgets the previous run's values: the next run counts from zero. */
   newRun(): void {
     this.seen = new Map();
+    this.joined = false;
   }
 
   /** delta returns how much `name` grew since the last call, and remembers value. */
   delta(name: CounterName, value: number): number {
+    if (this.joined && !this.seen.has(name)) {
+      this.seen.set(name, value);
+      return 0;
+    }
     const before = this.seen.get(name) ?? 0;
     if (value <= before) return 0;
     this.seen.set(name, value);

@@ -205,35 +205,46 @@ describe('loss accounting', () => {
           { first_sequence: 11, last_sequence: 14, reason: 'GAP_REASON_SUBSCRIBER_OVERFLOW' },
         ],
         filtered_count: 5,
+        // The run as this exporter joins it: a baseline, not new loss.
         loss: { ringbuf_full: 3, kprobe_missed: 1, subscriber_dropped: 4, path_unresolved: 2 },
       });
       r.sub.send({
         run_id: 'run-1',
         events: [ev(15, '/d/e')],
-        gaps: [{ first_sequence: 16, last_sequence: 16, reason: 'GAP_REASON_KPROBE_MISSED' }],
-        loss: { ringbuf_full: 5, kprobe_missed: 2, subscriber_dropped: 4, path_unresolved: 2 },
+        gaps: [
+          { first_sequence: 16, last_sequence: 16, reason: 'GAP_REASON_KPROBE_MISSED' },
+          // Malformed: rejected before it can move the sequence tracker.
+          { first_sequence: 30, last_sequence: 20, reason: 'GAP_REASON_RINGBUF_FULL' },
+        ],
+        loss: { ringbuf_full: 5, kprobe_missed: 2, subscriber_dropped: 6, path_unresolved: 3 },
       });
+      r.sub.send({ run_id: 'run-1', events: [ev(17, '/d/f')] });
       const text = await scrapeUntil(
         r.url,
         metric('filewatcher_exporter_batches_received_total'),
-        2,
+        3,
       );
       const lost = (reason: string) =>
         sample(text, metric('filewatcher_exporter_events_lost_total', `reason="${reason}"`));
       const loaderLost = (reason: string) =>
         sample(text, metric('filewatcher_loader_events_lost_total', `reason="${reason}"`));
-      assert.equal(sample(text, metric('filewatcher_exporter_events_received_total')), 5);
+      assert.equal(sample(text, metric('filewatcher_exporter_events_received_total')), 6);
       assert.equal(lost('ringbuf_full'), 3);
-      assert.equal(lost('sequence_gap'), 2); // 7 and 8
+      assert.equal(lost('sequence_gap'), 2); // 7 and 8, not 17..20 of the malformed gap
       assert.equal(lost('unknown'), 1);
       assert.equal(lost('subscriber_overflow'), 4);
       assert.equal(lost('kprobe_missed'), 1);
-      assert.equal(loaderLost('ringbuf_full'), 5);
-      assert.equal(loaderLost('kprobe_missed'), 2);
-      assert.equal(loaderLost('subscriber_overflow'), 4);
-      assert.equal(sample(text, metric('filewatcher_loader_path_unresolved_events_total')), 2);
+      // The loader's counters grew by 2, 1, 2 and 1 after the exporter joined.
+      assert.equal(loaderLost('ringbuf_full'), 2);
+      assert.equal(loaderLost('kprobe_missed'), 1);
+      assert.equal(loaderLost('subscriber_overflow'), 2);
+      assert.equal(sample(text, metric('filewatcher_loader_path_unresolved_events_total')), 1);
       assert.equal(sample(text, metric('filewatcher_exporter_events_filtered_total')), 5);
-      assert.equal(text.includes('filewatcher_exporter_malformed_total'), false);
+      assert.equal(
+        sample(text, metric('filewatcher_exporter_malformed_total', 'reason="invalid_gap"')),
+        1,
+      );
+      assert.equal(text.includes('reason="sequence_regression"'), false);
       const check = promtoolCheck(text);
       assert.ok(check.ok, check.output);
     } finally {
@@ -398,20 +409,31 @@ describe('reconnection', () => {
       sub2.send({ run_id: 'run-1', events: [ev(4, '/d/a')] });
       await scrapeUntil(r.url, metric('filewatcher_exporter_events_received_total'), 4);
 
-      // The loader restarts: a new run, sequences from 1 again.
+      // The loader restarts: a new run, sequences from 1 again, which has
+      // numbered 2 events before the exporter is back: it asks the loader's
+      // run (GetStatus) and reads the new run from its start.
       sub2.end(grpc.status.UNAVAILABLE, 'server shutting down');
       r.loader.status = { run_id: 'run-2' };
+      r.loader.nextSequence = 3;
       const sub3 = await r.loader.subscriber(3);
-      sub3.send({ run_id: 'run-2', events: [ev(1, '/d/a'), ev(2, '/d/b')] });
-      const text = await scrapeUntil(
-        r.url,
-        metric('filewatcher_exporter_events_received_total'),
-        6,
-      );
+      assert.equal(sub3.request.resume_run_id, 'run-2');
+      assert.equal(Number(sub3.request.resume_after_sequence), 0);
+      sub3.send({
+        run_id: 'run-2',
+        events: [ev(1, '/d/a'), ev(2, '/d/b')],
+        loss: { ringbuf_full: 3, kprobe_missed: 0, subscriber_dropped: 0, path_unresolved: 0 },
+      });
+      let text = await scrapeUntil(r.url, metric('filewatcher_exporter_events_received_total'), 6);
       assert.equal(sample(text, metric('filewatcher_exporter_loader_restarts_total')), 1);
       assert.equal(sample(text, metric('filewatcher_exporter_reconnects_total')), 2);
       assert.equal(sample(text, `file_created_total{name="a",path="/d",${SCOPE}}`), 5);
       assert.equal(text.includes('reason="sequence_gap"'), false);
+      // A run that began while the exporter followed another counts its
+      // loss from zero.
+      assert.equal(
+        sample(text, metric('filewatcher_loader_events_lost_total', 'reason="ringbuf_full"')),
+        3,
+      );
       assert.deepEqual(
         r.log.messages('info').filter((m) => m.startsWith('loader restarted')),
         ['loader restarted with a new run; sequences start again'],
@@ -419,6 +441,21 @@ describe('reconnection', () => {
       assert.equal(
         r.log.messages('warn').filter((m) => m.startsWith('stream from loader ended')).length,
         2,
+      );
+
+      // Restarted again, but the exporter cannot learn the new run first
+      // (GetStatus still names run-2): it resumes run-2, the loader starts it
+      // live at 40 of run-3, and 1..39 of run-3 are counted lost.
+      sub3.end(grpc.status.UNAVAILABLE, 'server shutting down');
+      r.loader.status = { run_id: 'run-2' };
+      const sub4 = await r.loader.subscriber(4);
+      assert.equal(sub4.request.resume_run_id, 'run-2');
+      r.loader.status = { run_id: 'run-3' };
+      sub4.send({ run_id: 'run-3', events: [ev(40, '/d/a')] });
+      text = await scrapeUntil(r.url, metric('filewatcher_exporter_events_received_total'), 7);
+      assert.equal(
+        sample(text, metric('filewatcher_exporter_events_lost_total', 'reason="sequence_gap"')),
+        39,
       );
     } finally {
       await stop(r);

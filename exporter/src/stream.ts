@@ -156,7 +156,27 @@ export class LoaderStream {
     this.client.close();
   }
 
+  /**
+   * subscribe opens a stream. Following a run, it resumes it after the last
+   * number accounted for; if the loader has restarted since (GetStatus names
+   * another run) it reads the new run from its first event, which the
+   * loader's replay buffer still holds (or reports as REPLAY_EXPIRED), rather
+   * than live from whatever the new run has reached.
+   */
   private subscribe(): void {
+    if (!(this.resumeAllowed && this.runId !== undefined && this.sequence.known)) {
+      this.open(undefined);
+      return;
+    }
+    this.currentState = 'connecting';
+    this.getStatus((err, status) => {
+      if (this.currentState === 'stopped') return;
+      this.open(err === null ? status?.run_id : undefined);
+    });
+  }
+
+  /** open subscribes; currentRun is the loader's run as GetStatus just said, if known. */
+  private open(currentRun: string | undefined): void {
     const request: SubscribeRequest = {
       max_batch_size: this.options.batchSize,
       max_batch_delay_ms: this.options.batchDelayMs,
@@ -164,9 +184,15 @@ export class LoaderStream {
     };
     this.resumedFrom = undefined;
     if (this.resumeAllowed && this.runId !== undefined && this.sequence.known) {
-      request.resume_run_id = this.runId;
-      request.resume_after_sequence = this.sequence.last;
-      this.resumedFrom = this.sequence.last;
+      if (currentRun === undefined || currentRun === '' || currentRun === this.runId) {
+        request.resume_run_id = this.runId;
+        request.resume_after_sequence = this.sequence.last;
+        this.resumedFrom = this.sequence.last;
+      } else {
+        request.resume_run_id = currentRun;
+        request.resume_after_sequence = 0;
+        this.resumedFrom = 0;
+      }
     }
     this.resumeAllowed = true;
     const call = this.client.Subscribe(request);
@@ -284,15 +310,19 @@ export class LoaderStream {
     m.batchesReceived.add(1);
     if (response.run_id !== this.runId) this.newRun(response.run_id);
 
-    const { events, gaps } = response;
+    // A gap that ends before it starts is rejected before it can move the
+    // sequence tracker.
+    const { events } = response;
+    const gaps = response.gaps.filter((gap) => {
+      if (gap.last_sequence - gap.first_sequence + 1 > 0) return true;
+      m.malformed.add(1, { reason: 'invalid_gap' });
+      return false;
+    });
     this.accountSequences(events, gaps);
     for (const gap of gaps) {
-      const size = gap.last_sequence - gap.first_sequence + 1;
-      if (!(size > 0)) {
-        m.malformed.add(1, { reason: 'invalid_gap' });
-        continue;
-      }
-      m.eventsLost.add(size, { reason: gapReasonLabel(gap.reason) });
+      m.eventsLost.add(gap.last_sequence - gap.first_sequence + 1, {
+        reason: gapReasonLabel(gap.reason),
+      });
     }
     if (events.length > 0) {
       m.eventsReceived.add(events.length);
@@ -317,10 +347,15 @@ export class LoaderStream {
         run_id: runId,
       });
       this.metrics.loaderRestarts.add(1);
+      // A run that began while we followed another is ours to account for
+      // from its first number, and its loss counters from zero.
+      this.sequence.expectFrom(1);
+      this.loss.newRun();
+    } else {
+      // The first run this process sees is joined where it stands.
+      this.sequence.reset();
     }
     this.runId = runId;
-    this.sequence.reset();
-    this.loss.newRun();
   }
 
   /** accountSequences walks events and gaps in sequence order through the tracker. */

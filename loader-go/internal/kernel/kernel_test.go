@@ -13,25 +13,28 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
+	"github.com/filewatcher/filewatcher/loader-go/internal/bpfobj"
 	"github.com/filewatcher/filewatcher/loader-go/internal/hub"
 	pb "github.com/filewatcher/filewatcher/proto/filewatcher/v1"
 )
 
-// record encodes a ring-buffer record as the BPF program writes it.
+// record encodes a ring-buffer record as the BPF program writes it: the C
+// struct event_hdr, as bpf2go generated it from bpf/filewatcher.bpf.c (not
+// the decoder's own offsets, which this test checks), then the path.
 func record(path []byte, comm string, pid uint32) []byte {
-	b := make([]byte, headerSize+len(path))
-	le := binary.LittleEndian
-	le.PutUint64(b[offKtime:], 123456789)
-	le.PutUint64(b[offCgroupID:], 42)
-	le.PutUint32(b[offPid:], pid)
-	le.PutUint32(b[offTgid:], pid-1)
-	le.PutUint32(b[offUID:], 1000)
-	le.PutUint32(b[offGID:], 100)
-	le.PutUint32(b[offFlags:], 0)
-	le.PutUint32(b[offPathLen:], uint32(len(path)))
-	copy(b[offComm:offComm+commLen], comm)
-	copy(b[headerSize:], path)
-	return b
+	hdr := bpfobj.FilewatcherEventHdr{
+		KtimeNs: 123456789, CgroupId: 42, Pid: pid, Tgid: pid - 1, Uid: 1000, Gid: 100,
+		Flags: 0, PathLen: uint32(len(path)),
+	}
+	for i := range min(len(comm), len(hdr.Comm)) {
+		hdr.Comm[i] = int8(comm[i])
+	}
+	var b bytes.Buffer
+	if err := binary.Write(&b, binary.LittleEndian, &hdr); err != nil {
+		panic(err)
+	}
+	b.Write(path)
+	return b.Bytes()
 }
 
 func TestDecode(t *testing.T) {
