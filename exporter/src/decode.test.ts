@@ -62,7 +62,7 @@ function randomResponse(r: () => number): SubscribeResponse {
     gaps: Array.from({ length: Math.floor(r() * 3) }, () => ({
       first_sequence: u64(r),
       last_sequence: u64(r),
-      reason: Math.floor(r() * 7) as GapReason, // 6 is not (yet) a GapReason
+      reason: Math.floor(r() * 8) as GapReason, // 7 is not (yet) a GapReason
     })),
     filtered_count: u64(r),
     loss:
@@ -74,6 +74,7 @@ function randomResponse(r: () => number): SubscribeResponse {
             read_errors: u64(r),
             subscriber_dropped: u64(r),
             path_unresolved: u64(r),
+            program_skipped: u64(r),
           },
   };
 }

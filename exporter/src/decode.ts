@@ -226,6 +226,7 @@ function decodeLoss(r: Reader, end: number): LossCounters__Output {
     read_errors: 0,
     subscriber_dropped: 0,
     path_unresolved: 0,
+    program_skipped: 0,
   };
   r.end = end;
   while (r.pos < end) {
@@ -247,6 +248,9 @@ function decodeLoss(r: Reader, end: number): LossCounters__Output {
           continue;
         case 5:
           loss.path_unresolved = r.uint64();
+          continue;
+        case 6:
+          loss.program_skipped = r.uint64();
           continue;
       }
     }

@@ -70,6 +70,7 @@ export const LOSS_FIELDS = [
   ['kprobe_missed', 'kprobe_missed'],
   ['read_errors', 'read_error'],
   ['subscriber_dropped', 'subscriber_overflow'],
+  ['program_skipped', 'program_skipped'],
 ] as const satisfies ReadonlyArray<readonly [keyof LossCounters__Output, string]>;
 
 type CounterName = keyof LossCounters__Output;

@@ -23,6 +23,9 @@ import (
 // probe cannot run (bpfProbeRuns), --probe bpf must refuse and say why.
 func testProbes(t *testing.T, g *guest) {
 	t.Run("kmod", func(t *testing.T) {
+		// The loader mounts tracefs where nothing has (minimal systems), and
+		// unmounts it when it stops.
+		g.sh(t, "umount "+tracing)
 		g.startLoader(t, "--probe", "kmod")
 		var runID string
 		t.Run("events", func(t *testing.T) { runID = testEvents(t, g) })
@@ -30,6 +33,10 @@ func testProbes(t *testing.T, g *guest) {
 		t.Run("status", func(t *testing.T) { testStatus(t, g, runID, "kmod", "requested") })
 		t.Run("exporter", func(t *testing.T) { testExporter(t, g) })
 		g.stopLoader(t)
+		if out := string(g.sh(t, "grep -c ' "+tracing+" tracefs ' /proc/mounts || true")); strings.TrimSpace(out) != "0" {
+			t.Errorf("tracefs is still mounted after the loader that mounted it stopped")
+		}
+		g.sh(t, "mount -t tracefs tracefs "+tracing)
 	})
 	if !bpfProbeRuns(t, g) {
 		t.Run("bpf refused", func(t *testing.T) {

@@ -60,6 +60,7 @@ type Hub struct {
 	lastSeq           atomic.Uint64
 	ringbufFull       atomic.Uint64
 	kprobeMissed      atomic.Uint64
+	programSkipped    atomic.Uint64
 	readErrors        atomic.Uint64
 	subscriberDropped atomic.Uint64
 	pathUnresolved    atomic.Uint64
@@ -123,6 +124,8 @@ func (h *Hub) PublishGap(reason pb.GapReason, n uint64) {
 		h.kprobeMissed.Add(n)
 	case pb.GapReason_GAP_REASON_READ_ERROR:
 		h.readErrors.Add(n)
+	case pb.GapReason_GAP_REASON_PROGRAM_SKIPPED:
+		h.programSkipped.Add(n)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -147,6 +150,7 @@ func (h *Hub) Loss(l *pb.LossCounters) {
 	l.ReadErrors = h.readErrors.Load()
 	l.SubscriberDropped = h.subscriberDropped.Load()
 	l.PathUnresolved = h.pathUnresolved.Load()
+	l.ProgramSkipped = h.programSkipped.Load()
 }
 
 // Subscribers describes the live subscriptions, oldest first.

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -106,6 +107,7 @@ type lossCounts struct {
 	ringbufFullPerCPU []uint64
 	readErrors        uint64
 	kprobeMissed      uint64
+	programSkipped    uint64
 }
 
 func (l *lossCounts) ringbufFull() uint64 {
@@ -137,19 +139,26 @@ type bpfObjects struct {
 
 // Source reads events from the kernel.
 type Source struct {
-	probe       Probe
-	function    string // the open function hooked
-	maps        ProbeMaps
-	progs       []*ebpf.Program
-	links       []link.Link
-	reader      *ringbuf.Reader
-	module      *kernelmodule.Module
-	ringbufSize uint32
-	log         *slog.Logger
+	probe    Probe
+	function string // the open function hooked
+	maps     ProbeMaps
+	progs    []*ebpf.Program
+	links    []link.Link
+	reader   *ringbuf.Reader
+	// mountedTracefs: Open mounted tracefs (MountTracefs), Close unmounts it.
+	mountedTracefs bool
+	module         *kernelmodule.Module
+	ringbufSize    uint32
+	log            *slog.Logger
 
 	// For Run, injectable by tests.
-	records    recordReader
-	readLosses func() (lossCounts, error)
+	records recordReader
+	// readLosses reads the counters over a copy of last: one it cannot read
+	// keeps its last value, so that its growth is published once it can be
+	// read again, and its error is returned (joined) while the others are
+	// still read.
+	readLosses func(last lossCounts) (lossCounts, error)
+	lossErr    string           // the last poll's error, logged when it changes
 	timeNow    func() time.Time // nil: time.Now
 
 	last    lossCounts // as of the last poll
@@ -200,7 +209,7 @@ func Open(opts Options) (_ *Source, err error) {
 	s.records = s.reader
 	s.readLosses = s.readKernelLosses
 	// Misses before this run are not this run's losses.
-	if s.last, err = s.readLosses(); err != nil {
+	if s.last, err = s.readLosses(lossCounts{}); err != nil {
 		return nil, err
 	}
 	s.status.Store(&s.last)
@@ -228,9 +237,11 @@ func (s *Source) openModuleProbe(spec *ebpf.CollectionSpec, opts Options) error 
 		s.function, _ = s.module.Function()
 	}
 	if opts.MountTracefs {
-		if err := mountTracefs(s.log); err != nil {
+		mounted, err := mountTracefs(s.log)
+		if err != nil {
 			return err
 		}
+		s.mountedTracefs = mounted
 	}
 	// Attach only to a tracepoint laid out as the program reads it.
 	if err := checkTracepoint(spec.Types); err != nil {
@@ -313,18 +324,18 @@ func openFunction(spec *btf.Spec) (string, error) {
 const tracefsDir = "/sys/kernel/tracing"
 
 // mountTracefs mounts tracefs unless tracefs or debugfs already provides the
-// tracing events.
-func mountTracefs(log *slog.Logger) error {
+// tracing events, and says whether it did (Close unmounts it then).
+func mountTracefs(log *slog.Logger) (bool, error) {
 	for _, dir := range []string{tracefsDir + "/events", "/sys/kernel/debug/tracing/events"} {
 		if _, err := os.Stat(dir); err == nil {
-			return nil
+			return false, nil
 		}
 	}
 	if err := unix.Mount("nodev", tracefsDir, "tracefs", 0, ""); err != nil {
-		return fmt.Errorf("mount tracefs at %s: %w", tracefsDir, err)
+		return false, fmt.Errorf("mount tracefs at %s: %w", tracefsDir, err)
 	}
 	log.Info("mounted tracefs", "path", tracefsDir)
-	return nil
+	return true, nil
 }
 
 // Close detaches the program and frees its maps. It interrupts Run.
@@ -343,6 +354,16 @@ func (s *Source) Close() error {
 		if m != nil {
 			errs = append(errs, m.Close())
 		}
+	}
+	// What this run mounted goes with it (lazily: a shell may still be in
+	// it).
+	if s.mountedTracefs {
+		if err := unix.Unmount(tracefsDir, unix.MNT_DETACH); err != nil {
+			errs = append(errs, fmt.Errorf("unmount tracefs at %s: %w", tracefsDir, err))
+		} else {
+			s.log.Info("unmounted tracefs", "path", tracefsDir)
+		}
+		s.mountedTracefs = false
 	}
 	return errors.Join(errs...)
 }
@@ -453,61 +474,97 @@ func (s *Source) flush(sink Sink) {
 	s.pending = make([]*pb.FileCreatedEvent, 0, batchSize)
 }
 
-// poll publishes the growth of the kernel's loss counters as gaps.
+// poll publishes the growth of the kernel's loss counters as gaps. A
+// counter that cannot be read is reported (once per new error) and holds
+// back only its own gaps.
 func (s *Source) poll(sink Sink) {
 	s.refreshClock()
-	now, err := s.readLosses()
-	if err != nil {
-		s.log.Warn("cannot read loss counters", "error", err)
-		return
+	now, err := s.readLosses(s.last)
+	if msg := errorText(err); msg != s.lossErr {
+		if err != nil {
+			s.log.Warn("cannot read a loss counter; its losses are reported once it can be read again", "error", err)
+		} else {
+			s.log.Info("loss counters readable again")
+		}
+		s.lossErr = msg
 	}
 	sink.PublishGap(pb.GapReason_GAP_REASON_RINGBUF_FULL, delta(now.ringbufFull(), s.last.ringbufFull()))
 	sink.PublishGap(pb.GapReason_GAP_REASON_READ_ERROR, delta(now.readErrors, s.last.readErrors))
 	sink.PublishGap(pb.GapReason_GAP_REASON_KPROBE_MISSED, delta(now.kprobeMissed, s.last.kprobeMissed))
+	sink.PublishGap(pb.GapReason_GAP_REASON_PROGRAM_SKIPPED, delta(now.programSkipped, s.last.programSkipped))
 	s.last = now
 	s.status.Store(&now)
 }
 
-// delta tolerates a counter that went backwards (a module reloaded under us)
-// by counting nothing rather than wrapping around.
-func delta(now, before uint64) uint64 {
-	if now < before {
-		return 0
+func errorText(err error) string {
+	if err == nil {
+		return ""
 	}
-	return now - before
+	return err.Error()
 }
 
-func (s *Source) readKernelLosses() (lossCounts, error) {
+// delta is how much a counter grew. Every counter here only grows while the
+// loader runs (the attached program pins the module, so it cannot be
+// reloaded under us) except the module's kprobe_missed, whose kretprobe part
+// is a 32-bit int in the kernel and wraps: a drop of more than 2^31 but at
+// most 2^32 is taken for that wrap (the counter went past 2^32 - 1 and on);
+// any other drop counts nothing.
+func delta(now, before uint64) uint64 {
+	if now >= before {
+		return now - before
+	}
+	if drop := before - now; drop > 1<<31 && drop <= 1<<32 {
+		return now + 1<<32 - before
+	}
+	return 0
+}
+
+func (s *Source) readKernelLosses(last lossCounts) (lossCounts, error) {
+	l := last
+	l.ringbufFullPerCPU = slices.Clone(last.ringbufFullPerCPU)
+	var errs []error
 	var perCPU []bpfobj.FilewatcherLossCounters
 	if err := s.maps.Losses.Lookup(uint32(0), &perCPU); err != nil {
-		return lossCounts{}, fmt.Errorf("read BPF loss counters: %w", err)
-	}
-	l := lossCounts{ringbufFullPerCPU: make([]uint64, len(perCPU))}
-	for i, c := range perCPU {
-		l.ringbufFullPerCPU[i] = c.RingbufFull
-		l.readErrors += c.ReadErrors
+		errs = append(errs, fmt.Errorf("read BPF loss counters: %w", err))
+	} else {
+		l.ringbufFullPerCPU = make([]uint64, len(perCPU))
+		l.readErrors = 0
+		for i, c := range perCPU {
+			l.ringbufFullPerCPU[i] = c.RingbufFull
+			l.readErrors += c.ReadErrors
+		}
 	}
 	if s.module != nil {
-		missed, err := s.module.KprobeMissed()
+		if missed, err := s.module.KprobeMissed(); err != nil {
+			errs = append(errs, err)
+		} else {
+			l.kprobeMissed = missed
+		}
+	}
+	// Runs of our programs the kernel skipped because another BPF program
+	// was running on that CPU (Linux 5.12+; older kernels report 0). On the
+	// module's tracepoint each was one event fired and lost; in the eBPF-only
+	// probe each was an open that may have created a file, an upper bound
+	// like the kretprobe's misses.
+	var skipped uint64
+	var statsErr error
+	for _, p := range s.progs {
+		st, err := p.Stats()
 		if err != nil {
-			return lossCounts{}, err
+			statsErr = fmt.Errorf("read BPF program stats: %w", err)
+			break
 		}
-		l.kprobeMissed = missed
+		skipped += st.RecursionMisses
 	}
-	if s.probe == ProbeBPF {
-		// Runs the kernel skipped because another BPF program was running
-		// on that CPU (Linux 5.12+; older kernels report 0). Each was an
-		// open that may have created a file: an upper bound, like the
-		// kretprobe's misses.
-		for _, p := range s.progs {
-			st, err := p.Stats()
-			if err != nil {
-				return lossCounts{}, fmt.Errorf("read BPF program stats: %w", err)
-			}
-			l.kprobeMissed += st.RecursionMisses
-		}
+	switch {
+	case statsErr != nil:
+		errs = append(errs, statsErr)
+	case s.probe == ProbeBPF:
+		l.kprobeMissed = skipped
+	default:
+		l.programSkipped = skipped
 	}
-	return l, nil
+	return l, errors.Join(errs...)
 }
 
 // refreshClock recomputes the offset from CLOCK_MONOTONIC (bpf_ktime_get_ns)

@@ -150,7 +150,7 @@ func TestRun(t *testing.T) {
 		log:     slog.New(slog.DiscardHandler),
 		records: ring,
 		timeNow: ring.now,
-		readLosses: func() (lossCounts, error) {
+		readLosses: func(lossCounts) (lossCounts, error) {
 			if len(polls) == 0 {
 				return lossCounts{ringbufFullPerCPU: []uint64{5, 2}, readErrors: 1, kprobeMissed: 3}, nil
 			}
@@ -206,4 +206,66 @@ func countGaps(gaps []string) int {
 		n += b - a + 1
 	}
 	return n
+}
+
+// gapSink records the gaps published to it.
+type gapSink struct{ gaps []string }
+
+func (g *gapSink) Publish([]*pb.FileCreatedEvent) {}
+func (g *gapSink) PublishGap(reason pb.GapReason, n uint64) {
+	if n > 0 {
+		g.gaps = append(g.gaps, fmt.Sprintf("%s:%d", strings.TrimPrefix(reason.String(), "GAP_REASON_"), n))
+	}
+}
+
+// TestPollCounterUnreadable: a counter that cannot be read holds back only
+// its own gaps, which follow in full once it can be read again; the others
+// are reported meanwhile.
+func TestPollCounterUnreadable(t *testing.T) {
+	type read struct {
+		l   lossCounts
+		err error
+	}
+	unreadable := errors.New("read /sys/kernel/filewatcher/kprobe_missed: no such device")
+	reads := []read{
+		{lossCounts{ringbufFullPerCPU: []uint64{2, 0}}, unreadable},           // kprobe_missed kept at 0
+		{lossCounts{ringbufFullPerCPU: []uint64{2, 1}, kprobeMissed: 4}, nil}, // readable again
+		{lossCounts{ringbufFullPerCPU: []uint64{2, 1}, kprobeMissed: 4, programSkipped: 3}, nil},
+	}
+	var logs bytes.Buffer
+	s := &Source{log: slog.New(slog.NewTextHandler(&logs, nil))}
+	s.readLosses = func(last lossCounts) (lossCounts, error) {
+		r := reads[0]
+		reads = reads[1:]
+		if r.err != nil {
+			r.l.kprobeMissed = last.kprobeMissed // as readKernelLosses keeps what it cannot read
+		}
+		return r.l, r.err
+	}
+	var sink gapSink
+	for range 3 {
+		s.poll(&sink)
+	}
+	if want := "[RINGBUF_FULL:2 RINGBUF_FULL:1 KPROBE_MISSED:4 PROGRAM_SKIPPED:3]"; fmt.Sprint(sink.gaps) != want {
+		t.Errorf("gaps %v, want %s", sink.gaps, want)
+	}
+	if n := strings.Count(logs.String(), "cannot read a loss counter"); n != 1 || !strings.Contains(logs.String(), "loss counters readable again") {
+		t.Errorf("logs:\n%s\nwant one warning and one recovery", logs.String())
+	}
+}
+
+// TestDelta: counters only grow while the loader runs, but the module's
+// kprobe_missed wraps at 2^32 (the kretprobe's int nmissed).
+func TestDelta(t *testing.T) {
+	for _, tt := range []struct{ now, before, want uint64 }{
+		{10, 3, 7},
+		{5, 5, 0},
+		{3, 1<<32 - 5, 8},       // the 32-bit part wrapped
+		{1 << 32, 1<<32 + 9, 0}, // a small drop is no wrap: count nothing
+		{1, 1 << 40, 0},         // nor a drop beyond 32 bits
+	} {
+		if got := delta(tt.now, tt.before); got != tt.want {
+			t.Errorf("delta(%d, %d) = %d, want %d", tt.now, tt.before, got, tt.want)
+		}
+	}
 }

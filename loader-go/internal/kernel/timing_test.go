@@ -92,7 +92,7 @@ func (r *simRing) ReadInto(rec *ringbuf.Record) error {
 	}
 }
 
-func (r *simRing) readLosses() (lossCounts, error) {
+func (r *simRing) readLosses(lossCounts) (lossCounts, error) {
 	r.polls = append(r.polls, r.t)
 	n := 0
 	for n < len(r.lost) && !r.lost[n].After(r.t) {

@@ -119,6 +119,10 @@ const (
 	// The BPF program could not read the event (from the tracepoint, or the
 	// created file's name), or had no room to keep it while an open finished.
 	GapReason_GAP_REASON_READ_ERROR GapReason = 5
+	// The kernel skipped the BPF program on the module's tracepoint because
+	// another BPF program was running on that CPU (counted since Linux 5.12):
+	// each skip was one event the module fired.
+	GapReason_GAP_REASON_PROGRAM_SKIPPED GapReason = 6
 )
 
 // Enum value maps for GapReason.
@@ -130,6 +134,7 @@ var (
 		3: "GAP_REASON_SUBSCRIBER_OVERFLOW",
 		4: "GAP_REASON_REPLAY_EXPIRED",
 		5: "GAP_REASON_READ_ERROR",
+		6: "GAP_REASON_PROGRAM_SKIPPED",
 	}
 	GapReason_value = map[string]int32{
 		"GAP_REASON_UNSPECIFIED":         0,
@@ -138,6 +143,7 @@ var (
 		"GAP_REASON_SUBSCRIBER_OVERFLOW": 3,
 		"GAP_REASON_REPLAY_EXPIRED":      4,
 		"GAP_REASON_READ_ERROR":          5,
+		"GAP_REASON_PROGRAM_SKIPPED":     6,
 	}
 )
 
@@ -706,6 +712,9 @@ type LossCounters struct {
 	// Events the module fired whose path could not be resolved (not lost:
 	// delivered with EVENT_FLAG_PATH_UNRESOLVED).
 	PathUnresolved uint64 `protobuf:"varint,5,opt,name=path_unresolved,json=pathUnresolved,proto3" json:"path_unresolved,omitempty"`
+	// Events the kernel did not run the tracepoint's BPF program for
+	// (GAP_REASON_PROGRAM_SKIPPED).
+	ProgramSkipped uint64 `protobuf:"varint,6,opt,name=program_skipped,json=programSkipped,proto3" json:"program_skipped,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -771,6 +780,13 @@ func (x *LossCounters) GetSubscriberDropped() uint64 {
 func (x *LossCounters) GetPathUnresolved() uint64 {
 	if x != nil {
 		return x.PathUnresolved
+	}
+	return 0
+}
+
+func (x *LossCounters) GetProgramSkipped() uint64 {
+	if x != nil {
+		return x.ProgramSkipped
 	}
 	return 0
 }
@@ -1181,14 +1197,15 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"\x06events\x18\x02 \x03(\v2 .filewatcher.v1.FileCreatedEventR\x06events\x12'\n" +
 	"\x04gaps\x18\x03 \x03(\v2\x13.filewatcher.v1.GapR\x04gaps\x12%\n" +
 	"\x0efiltered_count\x18\x04 \x01(\x04R\rfilteredCount\x120\n" +
-	"\x04loss\x18\x05 \x01(\v2\x1c.filewatcher.v1.LossCountersR\x04loss\"\xcf\x01\n" +
+	"\x04loss\x18\x05 \x01(\v2\x1c.filewatcher.v1.LossCountersR\x04loss\"\xf8\x01\n" +
 	"\fLossCounters\x12!\n" +
 	"\fringbuf_full\x18\x01 \x01(\x04R\vringbufFull\x12#\n" +
 	"\rkprobe_missed\x18\x02 \x01(\x04R\fkprobeMissed\x12\x1f\n" +
 	"\vread_errors\x18\x03 \x01(\x04R\n" +
 	"readErrors\x12-\n" +
 	"\x12subscriber_dropped\x18\x04 \x01(\x04R\x11subscriberDropped\x12'\n" +
-	"\x0fpath_unresolved\x18\x05 \x01(\x04R\x0epathUnresolved\"\x12\n" +
+	"\x0fpath_unresolved\x18\x05 \x01(\x04R\x0epathUnresolved\x12'\n" +
+	"\x0fprogram_skipped\x18\x06 \x01(\x04R\x0eprogramSkipped\"\x12\n" +
 	"\x10GetStatusRequest\"\xb6\x01\n" +
 	"\x10SubscriberStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
@@ -1224,14 +1241,15 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"\x1bOVERFLOW_POLICY_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bOVERFLOW_POLICY_DROP_OLDEST\x10\x01\x12\x1f\n" +
 	"\x1bOVERFLOW_POLICY_DROP_NEWEST\x10\x02\x12\x19\n" +
-	"\x15OVERFLOW_POLICY_CLOSE\x10\x03*\xc0\x01\n" +
+	"\x15OVERFLOW_POLICY_CLOSE\x10\x03*\xe0\x01\n" +
 	"\tGapReason\x12\x1a\n" +
 	"\x16GAP_REASON_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17GAP_REASON_RINGBUF_FULL\x10\x01\x12\x1c\n" +
 	"\x18GAP_REASON_KPROBE_MISSED\x10\x02\x12\"\n" +
 	"\x1eGAP_REASON_SUBSCRIBER_OVERFLOW\x10\x03\x12\x1d\n" +
 	"\x19GAP_REASON_REPLAY_EXPIRED\x10\x04\x12\x19\n" +
-	"\x15GAP_REASON_READ_ERROR\x10\x05*G\n" +
+	"\x15GAP_REASON_READ_ERROR\x10\x05\x12\x1e\n" +
+	"\x1aGAP_REASON_PROGRAM_SKIPPED\x10\x06*G\n" +
 	"\tEventFlag\x12\x1a\n" +
 	"\x16EVENT_FLAG_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aEVENT_FLAG_PATH_UNRESOLVED\x10\x012\xb4\x01\n" +

@@ -34,6 +34,12 @@ export const GapReason = {
    * created file's name), or had no room to keep it while an open finished.
    */
   GAP_REASON_READ_ERROR: 5,
+  /**
+   * The kernel skipped the BPF program on the module's tracepoint because
+   * another BPF program was running on that CPU (counted since Linux 5.12):
+   * each skip was one event the module fired.
+   */
+  GAP_REASON_PROGRAM_SKIPPED: 6,
 } as const;
 
 /**
@@ -74,7 +80,14 @@ export type GapReason =
    * created file's name), or had no room to keep it while an open finished.
    */
   | 'GAP_REASON_READ_ERROR'
-  | 5;
+  | 5
+  /**
+   * The kernel skipped the BPF program on the module's tracepoint because
+   * another BPF program was running on that CPU (counted since Linux 5.12):
+   * each skip was one event the module fired.
+   */
+  | 'GAP_REASON_PROGRAM_SKIPPED'
+  | 6;
 
 /**
  * GapReason says why events were not delivered.

@@ -29,6 +29,11 @@ export interface LossCounters {
    * delivered with EVENT_FLAG_PATH_UNRESOLVED).
    */
   path_unresolved?: number | string | Long;
+  /**
+   * Events the kernel did not run the tracepoint's BPF program for
+   * (GAP_REASON_PROGRAM_SKIPPED).
+   */
+  program_skipped?: number | string | Long;
 }
 
 /**
@@ -57,4 +62,9 @@ export interface LossCounters__Output {
    * delivered with EVENT_FLAG_PATH_UNRESOLVED).
    */
   path_unresolved: number;
+  /**
+   * Events the kernel did not run the tracepoint's BPF program for
+   * (GAP_REASON_PROGRAM_SKIPPED).
+   */
+  program_skipped: number;
 }
