@@ -31,6 +31,12 @@ func (d *deque[T]) popFront() {
 	d.n--
 }
 
+func (d *deque[T]) popBack() {
+	var zero T
+	*d.at(d.n - 1) = zero
+	d.n--
+}
+
 func (d *deque[T]) grow() {
 	buf := make([]T, max(8, 2*len(d.buf)))
 	for i := 0; i < d.n; i++ {

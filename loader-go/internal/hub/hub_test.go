@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -325,20 +327,87 @@ func TestDropOldestKeepsKernelGaps(t *testing.T) {
 
 // TestStalledQueueStaysBounded checks that a subscriber that never reads
 // holds at most its capacity, whatever the policy.
+// TestStalledQueueStaysBounded: a subscriber that does not read while events
+// overflow its queue and the kernel keeps reporting losses (two reasons,
+// interleaved) holds a bounded number of items, and once it reads, every
+// sequence is accounted for exactly once with each reason's count intact.
 func TestStalledQueueStaysBounded(t *testing.T) {
 	for _, p := range []pb.OverflowPolicy{pb.OverflowPolicy_OVERFLOW_POLICY_DROP_NEWEST, pb.OverflowPolicy_OVERFLOW_POLICY_DROP_OLDEST} {
 		h := New("run", Options{ReplaySize: 0})
-		s, err := h.Subscribe(SubscribeOptions{Policy: p, QueueSize: 100})
+		s, err := h.Subscribe(SubscribeOptions{Policy: p, QueueSize: 100, MaxDelay: time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
-		for range 10_000 {
+		for i := range 100_000 {
 			h.Publish(events(7))
+			h.PublishGap(ringbufFull, 3)
+			if i%3 == 0 {
+				h.PublishGap(kprobeMissed, 1)
+			}
 		}
-		if s.q.n != 100 || s.q.items.len() > 20 {
+		// 100 events in at most 100 event items, and gap runs between them
+		// of at most one item per reason.
+		if s.q.n != 100 || s.q.items.len() > 3*101 {
 			t.Errorf("%v: %d events in %d items", p, s.q.n, s.q.items.len())
 		}
+		r := &received{}
+		last := h.LastSequence()
+		readUntil(t, s, r, last)
+		checkAccounting(t, r, last)
+		var loss pb.LossCounters
+		h.Loss(&loss)
+		if got := gapSum(r, ringbufFull); got != loss.RingbufFull || got != 300_000 {
+			t.Errorf("%v: ringbuf_full gaps %d, hub %d, want 300000", p, got, loss.RingbufFull)
+		}
+		if got := gapSum(r, kprobeMissed); got != loss.KprobeMissed || got != 33_334 {
+			t.Errorf("%v: kprobe_missed gaps %d, hub %d, want 33334", p, got, loss.KprobeMissed)
+		}
+		if got := gapSum(r, overflow); got != s.Status().Dropped || got != 700_000-100 {
+			t.Errorf("%v: overflow gaps %d, dropped %d, want %d", p, got, s.Status().Dropped, 700_000-100)
+		}
 		s.Close()
+	}
+}
+
+// TestGapsCountTowardsMessageSize: a message of gaps stays within MaxBytes,
+// like one of events. The queue is filled by hand with gaps that no rule
+// merges (a replay or a queue of another era could hold them); before gaps
+// counted, all 200,000 went into one message of ~4.8 MB.
+func TestGapsCountTowardsMessageSize(t *testing.T) {
+	h := New("run", Options{ReplaySize: 0})
+	s, err := h.Subscribe(SubscribeOptions{MaxDelay: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const n = 200_000
+	s.q.mu.Lock()
+	for i := range uint64(n) {
+		reason := ringbufFull
+		if i%2 == 1 {
+			reason = kprobeMissed
+		}
+		s.q.items.pushBack(item{gapFirst: i + 1, gapLast: i + 1, gapReason: reason})
+	}
+	s.q.offered = n + 1
+	s.q.mu.Unlock()
+	s.q.wake()
+	r := &received{}
+	var m Message
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for r.next() <= n {
+		if err := s.Next(ctx, &m); err != nil {
+			t.Fatal(err)
+		}
+		if size := len(m.Wire().Materialize()); size > DefaultMaxBytes {
+			t.Fatalf("a message of %d gaps is %d bytes, over MaxBytes %d", len(m.Response.Gaps), size, DefaultMaxBytes)
+		}
+		r.add(&m.Response)
+	}
+	checkAccounting(t, r, n)
+	if r.msgs < 2 {
+		t.Errorf("%d gaps in %d message(s)", n, r.msgs)
 	}
 }
 
@@ -544,6 +613,40 @@ func TestAccountingRandomized(t *testing.T) {
 		defer s.Close()
 		subs = append(subs, s)
 	}
+	// The subscribers read while the hub publishes (and the queues overflow
+	// meanwhile), until they have accounted for the last sequence, which is
+	// known only once publishing ends.
+	var final atomic.Uint64
+	final.Store(math.MaxUint64)
+	var wg sync.WaitGroup
+	results := make([]*received, len(subs))
+	for i, s := range subs {
+		results[i] = &received{}
+		wg.Go(func() {
+			r := results[i]
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			var m Message
+			for r.next() <= final.Load() {
+				// A short wait, so that the loop sees final once it is set.
+				wctx, wcancel := context.WithTimeout(ctx, 20*time.Millisecond)
+				err := s.Next(wctx, &m)
+				wcancel()
+				if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+					continue
+				}
+				if err != nil {
+					t.Errorf("subscriber %d: next after %d: %v", i, r.next()-1, err)
+					return
+				}
+				checkWire(t, &m)
+				r.add(&m.Response)
+				if r.msgs%7 == 0 {
+					time.Sleep(time.Millisecond) // a slow reader: its queue overflows
+				}
+			}
+		})
+	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for range 2000 {
 		if rng.IntN(10) == 0 {
@@ -556,14 +659,7 @@ func TestAccountingRandomized(t *testing.T) {
 		}
 	}
 	last := h.LastSequence()
-	var wg sync.WaitGroup
-	results := make([]*received, len(subs))
-	for i, s := range subs {
-		wg.Go(func() {
-			results[i] = &received{}
-			readUntil(t, s, results[i], last)
-		})
-	}
+	final.Store(last)
 	wg.Wait()
 	var loss pb.LossCounters
 	h.Loss(&loss)

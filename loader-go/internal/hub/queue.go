@@ -8,7 +8,10 @@ import (
 
 // queue is one subscriber's bounded queue. The hub pushes with push and
 // pushGap and never blocks; the subscriber pops under mu. Capacity bounds the
-// queued events; gaps are not counted against it (they are few and small).
+// queued events. Gaps are not counted against it, but a run of gap items
+// with no events between them is kept as at most one item per reason
+// (packGaps), so a queue holds at most about (capacity + 1) x reasons gap
+// items whatever the kernel reports while its subscriber is stalled.
 //
 // Events the overflow policy discards leave holes in the queued sequence
 // numbers; the subscriber reports every hole as a SUBSCRIBER_OVERFLOW gap,
@@ -83,7 +86,7 @@ func (q *queue) push(b *batch, lo, hi int) (dropped int) {
 }
 
 // pushGap queues a gap. Gaps bypass the capacity: dropping one would turn a
-// known loss into a mislabelled one.
+// known loss into a mislabelled one. It joins the trailing run of gaps.
 func (q *queue) pushGap(first, last uint64, reason pb.GapReason) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -92,7 +95,68 @@ func (q *queue) pushGap(first, last uint64, reason pb.GapReason) {
 	}
 	q.offered = last + 1
 	q.items.pushBack(item{gapFirst: first, gapLast: last, gapReason: reason})
+	start := q.items.len() - 1
+	for start > 0 && q.items.at(start-1).isGap() {
+		start--
+	}
+	if groups := q.packGaps(start, q.items.len()); groups != nil {
+		for k, g := range groups {
+			*q.items.at(start + k) = g
+		}
+		for q.items.len() > start+len(groups) {
+			q.items.popBack()
+		}
+	}
 	q.wake()
+}
+
+// packGaps returns the gap items items[i:j] as at most one item per reason,
+// in the order the reasons first appear, numbered contiguously from the
+// first one's first sequence; nil if they are that already. The sequence
+// numbers of a run with no events between its gaps are interchangeable:
+// each gap was numbered when its loss was detected, and the numbers between
+// them that no item covers are what the overflow policy discarded, which the
+// subscriber reports after the run (overflowUntil) as before. So the count
+// per reason, and of the discarded, is kept exactly; only where in the run
+// each number falls changes.
+func (q *queue) packGaps(i, j int) []item {
+	if j-i < 2 {
+		return nil
+	}
+	var groups []item
+	for k := i; k < j; k++ {
+		it := q.items.at(k)
+		n := it.gapLast - it.gapFirst + 1
+		found := false
+		for g := range groups {
+			if groups[g].gapReason == it.gapReason {
+				groups[g].gapLast += n // a size for now
+				found = true
+				break
+			}
+		}
+		if !found {
+			groups = append(groups, item{gapLast: n, gapReason: it.gapReason})
+		}
+	}
+	if len(groups) == j-i && q.items.at(j-1).gapLast-q.items.at(i).gapFirst+1 == sumSizes(groups) {
+		return nil // one item per reason, contiguous already
+	}
+	next := q.items.at(i).gapFirst
+	for g := range groups {
+		n := groups[g].gapLast
+		groups[g].gapFirst, groups[g].gapLast = next, next+n-1
+		next += n
+	}
+	return groups
+}
+
+func sumSizes(groups []item) uint64 {
+	var n uint64
+	for _, g := range groups {
+		n += g.gapLast
+	}
+	return n
 }
 
 // dropOldest discards the k oldest queued events (fewer if fewer are queued)
@@ -134,6 +198,20 @@ func (q *queue) compactFront() {
 	}
 	for ; w > 0; w-- {
 		q.items.popFront()
+	}
+	// The gaps left at the front form one run: pack it (the events the
+	// overflow policy discarded around them come after it).
+	g := 0
+	for g < q.items.len() && q.items.at(g).isGap() {
+		g++
+	}
+	if groups := q.packGaps(0, g); groups != nil {
+		for k, it := range groups {
+			*q.items.at(g - len(groups) + k) = it
+		}
+		for range g - len(groups) {
+			q.items.popFront()
+		}
 	}
 }
 

@@ -15,6 +15,7 @@ const (
 	DefaultMaxDelay    = 20 * time.Millisecond
 	DefaultMaxBytes    = 1 << 20
 	eventOverheadBytes = 64 // fixed fields of an encoded event, rounded up
+	gapBytes           = 32 // an encoded gap, rounded up (three varints and tags)
 )
 
 // SubscribeOptions configures a subscription. Zero values mean defaults.
@@ -214,9 +215,9 @@ func (s *Subscription) fill(m *Message) {
 	size := 0
 	for q.items.len() > 0 && len(resp.Events) < s.opts.MaxEvents && size < s.opts.MaxBytes {
 		it := q.items.front()
-		s.overflowUntil(resp, it.firstSeq())
+		size += s.overflowUntil(resp, it.firstSeq())
 		if it.isGap() {
-			addGap(resp, it.gapFirst, it.gapLast, it.gapReason)
+			size += addGap(resp, it.gapFirst, it.gapLast, it.gapReason)
 			s.next = it.gapLast + 1
 			q.items.popFront()
 			continue
@@ -239,25 +240,30 @@ func (s *Subscription) fill(m *Message) {
 }
 
 // overflowUntil reports sequences from s.next up to end (exclusive) that
-// were offered but are not queued: the overflow policy discarded them.
-func (s *Subscription) overflowUntil(resp *pb.SubscribeResponse, end uint64) {
+// were offered but are not queued: the overflow policy discarded them. It
+// returns the bytes it added to the message.
+func (s *Subscription) overflowUntil(resp *pb.SubscribeResponse, end uint64) int {
 	if end > s.next {
-		addGap(resp, s.next, end-1, pb.GapReason_GAP_REASON_SUBSCRIBER_OVERFLOW)
+		n := addGap(resp, s.next, end-1, pb.GapReason_GAP_REASON_SUBSCRIBER_OVERFLOW)
 		s.next = end
+		return n
 	}
+	return 0
 }
 
 // addGap appends a gap, merging it into the previous one when contiguous and
-// of the same reason.
-func addGap(resp *pb.SubscribeResponse, first, last uint64, reason pb.GapReason) {
+// of the same reason, and returns the bytes it added to the message (gaps
+// count towards MaxBytes like events).
+func addGap(resp *pb.SubscribeResponse, first, last uint64, reason pb.GapReason) int {
 	if n := len(resp.Gaps); n > 0 {
 		g := resp.Gaps[n-1]
 		if g.Reason == reason && g.LastSequence+1 == first {
 			g.LastSequence = last
-			return
+			return 0
 		}
 	}
 	resp.Gaps = append(resp.Gaps, &pb.Gap{FirstSequence: first, LastSequence: last, Reason: reason})
+	return gapBytes
 }
 
 func (s *Subscription) finish(resp *pb.SubscribeResponse) {
