@@ -64,7 +64,10 @@ describe('node exporter/dist/main.js', () => {
         .split('\n')
         .map((l) => (JSON.parse(l) as { msg: string }).msg);
       assert.deepEqual(messages.slice(-2), ['shutting down', 'stopped']);
-      assert.ok(sub.cancelled || loader.subscribers.length === 1);
+      // The stream ended, and the exporter did not subscribe again while
+      // shutting down (its reconnect loop stopped first).
+      await waitFor('the stream ended', () => sub.cancelled);
+      assert.equal(loader.subscribers.length, 1, 'no new subscription during shutdown');
     } finally {
       child.kill('SIGKILL');
       loader.close();

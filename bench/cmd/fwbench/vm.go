@@ -322,9 +322,14 @@ func (g *GuestLoader) stop(ctx context.Context) error {
 	if err := v.waitFor(ctx, "loader exit", fmt.Sprintf("! kill -0 %d 2>/dev/null", g.pid), 30*time.Second); err != nil {
 		_, _ = v.sh(ctx, fmt.Sprintf("kill -KILL %d", g.pid))
 	}
+	// The loader unloads what it loaded, waiting up to 10 s for the last
+	// reference (a just-closed perf event) to go; unload whatever is left
+	// the same way, and say what holds it if that fails.
 	if _, err := v.sh(ctx, "test -e /sys/kernel/filewatcher"); err == nil {
-		if _, err := v.sh(ctx, "rmmod filewatcher"); err != nil {
-			return fmt.Errorf("module still loaded after the loader stopped, and rmmod failed: %w", err)
+		if err := v.waitFor(ctx, "rmmod filewatcher", "rmmod filewatcher 2>/dev/null", 10*time.Second); err != nil {
+			held, _ := v.sh(ctx, "cat /sys/module/filewatcher/refcnt; ls /sys/module/filewatcher/holders")
+			return fmt.Errorf("module still loaded after the loader stopped, and rmmod failed for 10 s (refcnt, holders: %s): %w",
+				strings.Join(strings.Fields(held), " "), err)
 		}
 	}
 	return nil

@@ -246,13 +246,13 @@ func (m *Module) Close() error {
 	if !m.owned {
 		return nil
 	}
-	deadline := time.Now().Add(3 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		err := unix.DeleteModule(Name, unix.O_NONBLOCK)
 		// EBUSY/EAGAIN: a just-closed perf event may still hold a reference.
 		if err == nil || !(errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EAGAIN)) || time.Now().After(deadline) {
 			if err != nil {
-				return fmt.Errorf("unload module: %w", err)
+				return fmt.Errorf("unload module: %w (after 10 s; %s)", err, m.holders())
 			}
 			m.owned = false
 			m.log.Info("unloaded kernel module", "module", Name)
@@ -260,6 +260,27 @@ func (m *Module) Close() error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// holders says what still holds the module: its reference count and the
+// modules that depend on it, as sysfs shows them.
+func (m *Module) holders() string {
+	dir := filepath.Join(m.sysfs, "module", Name)
+	refcnt, err := os.ReadFile(filepath.Join(dir, "refcnt"))
+	if err != nil {
+		return "its refcnt cannot be read: " + err.Error()
+	}
+	s := "refcnt " + strings.TrimSpace(string(refcnt))
+	if entries, err := os.ReadDir(filepath.Join(dir, "holders")); err == nil && len(entries) > 0 {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		s += ", held by the modules " + strings.Join(names, ", ")
+	} else {
+		s += " (BPF programs, links or perf events on its tracepoint that have not been released yet: bpftool link, bpftool perf)"
+	}
+	return s
 }
 
 // Counters are the module's own counters, from sysfs.

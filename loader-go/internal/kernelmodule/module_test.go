@@ -194,3 +194,28 @@ func TestLockdown(t *testing.T) {
 		}
 	}
 }
+
+// TestHolders: a module that cannot be unloaded says what holds it.
+func TestHolders(t *testing.T) {
+	sysfs := t.TempDir()
+	m := &Module{sysfs: sysfs}
+	if got := m.holders(); !strings.Contains(got, "refcnt cannot be read") {
+		t.Errorf("no sysfs: %q", got)
+	}
+	dir := filepath.Join(sysfs, "module", Name)
+	if err := os.MkdirAll(filepath.Join(dir, "holders"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "refcnt"), []byte("2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.holders(); !strings.HasPrefix(got, "refcnt 2 (BPF programs, links or perf events") {
+		t.Errorf("held by references: %q", got)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "holders", "other"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if got := m.holders(); got != "refcnt 2, held by the modules other" {
+		t.Errorf("held by a module: %q", got)
+	}
+}
