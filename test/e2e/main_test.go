@@ -91,6 +91,18 @@ func kernels() []string {
 	return strings.Fields(os.Getenv("FILEWATCHER_E2E_KERNELS"))
 }
 
+// kernelList returns the kernels the environment variable env lists, for a
+// test that boots kernels of its own; it fails the test when env is empty
+// (make test-e2e sets it from the Makefile variable makeVar).
+func kernelList(t *testing.T, env, makeVar string) []string {
+	t.Helper()
+	ks := strings.Fields(os.Getenv(env))
+	if len(ks) == 0 {
+		t.Fatalf("set %s to the kernels this test boots (make test-e2e sets it from %s)", env, makeVar)
+	}
+	return ks
+}
+
 // guestArch is the guests' architecture, from FILEWATCHER_E2E_ARCH (default:
 // the host's, so an arm64 host boots arm64 guests and needs no x86 toolchain).
 func guestArch() string {

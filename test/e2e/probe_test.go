@@ -186,11 +186,7 @@ func (g *guest) stopLoader(t *testing.T) {
 // GetStatus, and the eBPF-only probe delivers every event of the scripted
 // operations, exactly.
 func TestLockdown(t *testing.T) {
-	ks := strings.Fields(os.Getenv("FILEWATCHER_E2E_LOCKDOWN_KERNELS"))
-	if len(ks) == 0 {
-		t.Fatal("set FILEWATCHER_E2E_LOCKDOWN_KERNELS to the kernels to boot locked down (make test-e2e sets it from E2E_LOCKDOWN_KERNELS)")
-	}
-	for _, k := range ks {
+	for _, k := range kernelList(t, "FILEWATCHER_E2E_LOCKDOWN_KERNELS", "E2E_LOCKDOWN_KERNELS") {
 		t.Run(guestArch()+"/"+k, func(t *testing.T) {
 			g := bootGuest(t, k, "--no-loader", "--kernel-args", "lockdown=integrity")
 			if mode := string(g.sh(t, "cat /sys/kernel/security/lockdown")); !strings.Contains(mode, "[integrity]") {
@@ -222,11 +218,7 @@ func TestLockdown(t *testing.T) {
 // the files created there, once each, and nothing for O_CREAT opens of files
 // that exist.
 func TestAtomicOpen(t *testing.T) {
-	ks := strings.Fields(os.Getenv("FILEWATCHER_E2E_9P_KERNELS"))
-	if len(ks) == 0 {
-		t.Fatal("set FILEWATCHER_E2E_9P_KERNELS to the kernels to boot with a 9p share, e.g. 6.1-generic (make test-e2e sets it from E2E_9P_KERNELS)")
-	}
-	for _, k := range ks {
+	for _, k := range kernelList(t, "FILEWATCHER_E2E_9P_KERNELS", "E2E_9P_KERNELS") {
 		t.Run(guestArch()+"/"+k, func(t *testing.T) {
 			share := t.TempDir()
 			g := bootGuest(t, k, "--no-loader", "--share", share+":fw9p")
