@@ -138,16 +138,10 @@ func TestSystemdGuest(t *testing.T) {
 			t.Errorf("systemd-analyze verify in the guest:\n%s", out)
 		}
 		// Least privilege, as the kernel sees it.
-		loaderCaps := g.must(t, `grep ^CapEff: /proc/$(systemctl show -P MainPID filewatcher-loader)/status | cut -f2`)
-		exporterCaps := g.must(t, `grep ^CapEff: /proc/$(systemctl show -P MainPID filewatcher-exporter)/status | cut -f2`)
 		// CAP_SYS_MODULE, CAP_PERFMON, CAP_BPF, and CAP_SYS_ADMIN for the
 		// Debian kernel's perf_event_paranoid=3 (see the unit).
-		if got, err := strconv.ParseUint(loaderCaps, 16, 64); err != nil || got != capsDefault {
-			t.Errorf("loader CapEff = %s, want %016x (SYS_MODULE, PERFMON, BPF, SYS_ADMIN)", loaderCaps, capsDefault)
-		}
-		if got, err := strconv.ParseUint(exporterCaps, 16, 64); err != nil || got != 0 {
-			t.Errorf("exporter CapEff = %s, want 0", exporterCaps)
-		}
+		checkCaps(t, g, "filewatcher-loader", capsDefault, "SYS_MODULE, PERFMON, BPF, SYS_ADMIN", "Eff")
+		checkCaps(t, g, "filewatcher-exporter", 0, "none", "Eff")
 		ids := g.must(t, `ps -o uid=,gid=,supgrp= -p $(systemctl show -P MainPID filewatcher-exporter)`)
 		if f := strings.Fields(ids); len(f) < 3 || f[0] == "0" || !strings.Contains(f[2], "filewatcher") {
 			t.Errorf("exporter uid/gid/groups = %q, want a non-root uid in group filewatcher", ids)
@@ -234,10 +228,7 @@ cp /usr/local/share/doc/filewatcher/systemd/least-privilege.conf /etc/systemd/sy
 systemctl daemon-reload
 systemctl restart filewatcher-loader.service`)
 		// restart returned: the loader is ready again (Type=notify).
-		loaderCaps := g.must(t, `grep ^CapEff: /proc/$(systemctl show -P MainPID filewatcher-loader)/status | cut -f2`)
-		if got, err := strconv.ParseUint(loaderCaps, 16, 64); err != nil || got != capsLeast {
-			t.Errorf("loader CapEff with least-privilege.conf = %s, want %016x (SYS_MODULE, PERFMON, BPF)", loaderCaps, capsLeast)
-		}
+		checkCaps(t, g, "filewatcher-loader", capsLeast, "with least-privilege.conf: SYS_MODULE, PERFMON, BPF", "Eff")
 		// BindsTo=: restarting the loader restarted the exporter.
 		eventually(t, 2*time.Minute, time.Second, "exporter restarted with the loader", func() error {
 			out, _, _ := g.sh(t, "systemctl show -P ActiveState filewatcher-exporter; systemctl show -P MainPID filewatcher-exporter")
@@ -309,12 +300,7 @@ systemctl restart filewatcher-loader.service`)
 		// Gone from what the loader holds; the unit's bounding set keeps it
 		// (changing that needs CAP_SETPCAP; NoNewPrivileges= stops an exec
 		// from gaining it back).
-		caps := g.must(t, `grep -E '^Cap(Eff|Prm):' /proc/$(systemctl show -P MainPID filewatcher-loader)/status | cut -f2`)
-		for _, c := range strings.Fields(caps) {
-			if got, err := strconv.ParseUint(c, 16, 64); err != nil || got != capsWithout {
-				t.Errorf("loader CapEff/CapPrm = %q, want %016x (PERFMON, BPF: no SYS_MODULE)", caps, capsWithout)
-			}
-		}
+		checkCaps(t, g, "filewatcher-loader", capsWithout, "PERFMON, BPF: no SYS_MODULE", "Eff", "Prm")
 		subscribed(t)
 		eventually(t, time.Minute, time.Second, "the exporter shows the probe", func() error { return loaderInfo("bpf", "lockdown") })
 		g.must(t, "touch /srv/fw-e2e/locked-down")
@@ -337,12 +323,7 @@ cp /usr/local/share/doc/filewatcher/systemd/bpf-probe.conf /etc/systemd/system/f
 systemctl daemon-reload
 systemctl restart filewatcher-loader.service`)
 		// The unit's rule: not even in the bounding set.
-		caps := g.must(t, `grep -E '^Cap(Eff|Prm|Bnd):' /proc/$(systemctl show -P MainPID filewatcher-loader)/status | cut -f2`)
-		for _, c := range strings.Fields(caps) {
-			if got, err := strconv.ParseUint(c, 16, 64); err != nil || got != capsWithout {
-				t.Errorf("loader CapEff/CapPrm/CapBnd = %q, want %016x", caps, capsWithout)
-			}
-		}
+		checkCaps(t, g, "filewatcher-loader", capsWithout, "bpf-probe.conf: PERFMON, BPF", "Eff", "Prm", "Bnd")
 		if n := g.must(t, "journalctl --no-pager -b -u filewatcher-loader -o cat _PID=$(systemctl show -P MainPID filewatcher-loader) | grep -c 'not using the kernel module' || true"); n != "0" {
 			t.Errorf("the loader under --probe bpf logged a fallback")
 		}
@@ -354,6 +335,19 @@ systemctl restart filewatcher-loader.service`)
 		})
 		step("bpf-probe.conf")
 	})
+}
+
+// checkCaps checks that each of the capability sets named (Eff, Prm, Bnd) of
+// unit's main process is exactly want, as the kernel shows them in
+// /proc/PID/status; what describes want for the message.
+func checkCaps(t *testing.T, g *guest, unit string, want uint64, what string, sets ...string) {
+	t.Helper()
+	for _, set := range sets {
+		v := g.must(t, fmt.Sprintf(`grep ^Cap%s: /proc/$(systemctl show -P MainPID %s)/status | cut -f2`, set, unit))
+		if got, err := strconv.ParseUint(v, 16, 64); err != nil || got != want {
+			t.Errorf("%s Cap%s = %s, want %016x (%s)", unit, set, v, want, what)
+		}
+	}
 }
 
 // Loader capabilities (bit numbers from linux/capability.h).

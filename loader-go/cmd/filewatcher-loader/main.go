@@ -72,7 +72,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 type source struct {
 	name   string
 	run    func(context.Context) error
-	status server.StatusFiller
+	status []server.StatusFiller // the server fills a status report with each
 	close  func() error
 }
 
@@ -82,7 +82,7 @@ func openSource(cfg config.Config, h *hub.Hub, log *slog.Logger) (*source, error
 		return &source{
 			name:   s.Name(),
 			run:    func(ctx context.Context) error { return s.Run(ctx, h) },
-			status: s,
+			status: []server.StatusFiller{s},
 			close:  func() error { return nil },
 		}, nil
 	}
@@ -145,7 +145,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	server.New(h, server.Options{
 		Version:        version,
 		MaxSubscribers: cfg.MaxSubscribers,
-		Status:         []server.StatusFiller{src.status, guard},
+		Status:         append(src.status, guard),
 	}).Register(gs)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)

@@ -108,7 +108,7 @@ func openKernel(cfg config.Config, sink kernel.Sink, log *slog.Logger) (*source,
 		return &source{
 			name:   k.Name(),
 			run:    func(ctx context.Context) error { return k.Run(ctx, sink) },
-			status: k,
+			status: []server.StatusFiller{k},
 			// Detach before unloading: the attached program pins the module.
 			close: func() error { return errors.Join(k.Close(), closeAlso()) },
 		}
@@ -148,7 +148,7 @@ func openKernel(cfg config.Config, sink kernel.Sink, log *slog.Logger) (*source,
 	if err != nil {
 		return nil, err
 	}
-	src.status = statusFillers{src.status, choice}
+	src.status = append(src.status, choice)
 	if choice.probe == kernel.ProbeBPF {
 		if cfg.Module != "" {
 			log.Info("--module is not used by the eBPF-only probe", "module", cfg.Module)
@@ -159,16 +159,6 @@ func openKernel(cfg config.Config, sink kernel.Sink, log *slog.Logger) (*source,
 	}
 	log.Info("probe chosen", "probe", choice.probe, "reason", choice.reason)
 	return src, nil
-}
-
-// statusFillers fill a status report one after the other.
-type statusFillers []server.StatusFiller
-
-// FillStatus implements server.StatusFiller.
-func (fs statusFillers) FillStatus(resp *pb.GetStatusResponse) {
-	for _, f := range fs {
-		f.FillStatus(resp)
-	}
 }
 
 // dropModuleCapability removes CAP_SYS_MODULE from every thread's effective,

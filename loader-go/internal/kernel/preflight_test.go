@@ -29,15 +29,23 @@ func fakeProbes(lacks ...string) featureProbes {
 	}
 }
 
+// btfFile returns a path where a kernel BTF file exists (empty: preflight
+// only looks for it).
+func btfFile(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "vmlinux")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 func TestPreflight(t *testing.T) {
 	spec, err := bpfobj.LoadFilewatcher()
 	if err != nil {
 		t.Fatal(err)
 	}
-	withBTF := filepath.Join(t.TempDir(), "vmlinux")
-	if err := os.WriteFile(withBTF, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	withBTF := btfFile(t)
 	noBTF := filepath.Join(t.TempDir(), "vmlinux")
 	tests := []struct {
 		name    string
@@ -92,10 +100,7 @@ func TestPreflightBPFProbe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	withBTF := filepath.Join(t.TempDir(), "vmlinux")
-	if err := os.WriteFile(withBTF, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	withBTF := btfFile(t)
 	if err := preflight(spec, ProbeBPF.programNames(), withBTF, fakeProbes("TracePoint", "FnDPath")); err != nil {
 		t.Errorf("no tracepoint programs: %v, want no objection from the eBPF-only probe", err)
 	}
