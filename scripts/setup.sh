@@ -28,6 +28,7 @@ apt_packages=(
 	clang llvm libbpf-dev       # regenerate the eBPF object (make generate)
 	protobuf-compiler           # regenerate protobuf code (make generate)
 	prometheus                  # real Prometheus + promtool for e2e tests
+	python3-grpcio              # a second real gRPC client (C core) in the access tests
 	debootstrap e2fsprogs       # systemd guest root filesystem; build chroots (test/vm/chroot.sh)
 	systemd                     # systemd-analyze verify of the units
 	docker-compose              # validate docker-compose.yml (no engine needed)

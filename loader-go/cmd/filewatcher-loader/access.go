@@ -14,14 +14,20 @@ import (
 // accessConfig is the access-control part of the configuration, resolved:
 // names looked up, certificates loaded.
 type accessConfig struct {
+	verdict   access.Verdict
 	socketGID int // -1: the process's group
 	uids      []uint32
 	gids      []uint32
 	tls       *tls.Config
+	clients   access.ClientNames
 }
 
 func resolveAccess(cfg config.Config) (a accessConfig, err error) {
 	a.socketGID = -1
+	if a.verdict, err = cfg.Access(); err != nil {
+		return a, err
+	}
+	a.clients = access.ClientNames(cfg.TLSAllowClients)
 	if cfg.SocketGroup != "" {
 		if a.socketGID, err = listen.LookupGroup(cfg.SocketGroup); err != nil {
 			return a, fmt.Errorf("--socket-group %q: %w", cfg.SocketGroup, err)
@@ -49,6 +55,9 @@ func resolveAccess(cfg config.Config) (a accessConfig, err error) {
 func (a *accessConfig) guard(addr listen.Address, log *slog.Logger) (*access.Guard, credentials.TransportCredentials, error) {
 	if addr.Network != "unix" {
 		g := access.NewGuard(nil, log)
+		if len(a.clients) > 0 {
+			g = access.NewTLSGuard(a.clients, log)
+		}
 		if a.tls == nil {
 			return g, nil, nil
 		}
@@ -68,11 +77,9 @@ func (a *accessConfig) guard(addr listen.Address, log *slog.Logger) (*access.Gua
 func (a *accessConfig) describe(addr listen.Address) string {
 	switch {
 	case addr.Network == "unix":
-		return fmt.Sprintf("unix socket mode 0660, peers uid 0 or uids %v or gids %v", a.uids, a.gids)
-	case a.tls != nil && a.tls.ClientCAs != nil:
-		return "mutual TLS"
-	case a.tls != nil:
-		return "TLS"
+		return fmt.Sprintf("%s: uid 0 or uids %v or gids %v", a.verdict.Gate, a.uids, a.gids)
+	case len(a.clients) > 0:
+		return fmt.Sprintf("%s %v", a.verdict.Gate, []string(a.clients))
 	}
-	return "plaintext TCP"
+	return a.verdict.Gate
 }

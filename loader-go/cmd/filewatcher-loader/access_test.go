@@ -200,7 +200,9 @@ func TestTLS(t *testing.T) {
 			t.Errorf("TLS only, %s: %v", name, err)
 		}
 	}
-	if _, logs := stop(); strings.Contains(logs, "plaintext") || !strings.Contains(logs, "access=TLS") {
+	if _, logs := stop(); strings.Contains(logs, "plaintext") ||
+		!strings.Contains(logs, `access="TLS without client certificates, loopback"`) ||
+		!strings.Contains(logs, "serving TLS on loopback without client certificates: every local user can subscribe") {
 		t.Errorf("logs:\n%s", logs)
 	}
 
@@ -238,7 +240,73 @@ func TestTLS(t *testing.T) {
 		t.Errorf("handshakes_failed = %d, want at least 3", st.HandshakesFailed)
 	}
 	cancel()
-	if _, logs := stop(); !strings.Contains(logs, "TLS handshake failed") || !strings.Contains(logs, "access=\"mutual TLS\"") {
+	if _, logs := stop(); !strings.Contains(logs, "TLS handshake failed") ||
+		!strings.Contains(logs, `access="mutual TLS, any client certificate signed by --tls-client-ca"`) {
+		t.Errorf("logs:\n%s", logs)
+	}
+}
+
+// TestTLSAllowClients serves mutual TLS admitting only named clients, and
+// calls it from two real clients: grpc-go (filewatcher's client package)
+// and Python's grpcio (C core), with the right identity, another
+// certificate of the same CA, a certificate of another CA, and none.
+func TestTLSAllowClients(t *testing.T) {
+	dir := t.TempDir()
+	ca := must(testcerts.NewCA(dir, "test"))
+	srv := must(ca.Server("server"))
+	byCN := must(ca.Client("fw-exporter"))
+	byURI := must(ca.Client("any-name", "spiffe://example.org/filewatcher/tail"))
+	byDNS := must(ca.Client("other", "Scraper.Example.org"))
+	stranger := must(ca.Client("stranger", "stranger.example.org"))
+	rogueCA := must(testcerts.NewCA(t.TempDir(), "rogue"))
+	rogue := must(rogueCA.Client("fw-exporter")) // the right name, from the wrong CA
+
+	addr, stop := loader(t, "--source=synthetic", "--listen=127.0.0.1:0", "--tls-cert="+srv.CertFile, "--tls-key="+srv.KeyFile,
+		"--tls-client-ca="+ca.CertFile, "--tls-allow-clients=fw-exporter,spiffe://example.org/filewatcher/tail,scraper.example.org")
+	tls := func(p testcerts.Pair) client.TLS { return client.TLS{CA: ca.CertFile, Cert: p.CertFile, Key: p.KeyFile} }
+	tests := []struct {
+		name string
+		tl   client.TLS
+		want string // "" allowed, else part of the error
+	}{
+		{"common name", tls(byCN), ""},
+		{"URI SAN", tls(byURI), ""},
+		{"DNS SAN, other case", tls(byDNS), ""},
+		{"same CA, not listed", tls(stranger), "PermissionDenied"},
+		{"another CA", client.TLS{CA: ca.CertFile, Cert: rogue.CertFile, Key: rogue.KeyFile}, "Unavailable"},
+		{"no certificate", client.TLS{CA: ca.CertFile}, "Unavailable"},
+	}
+	python := filepath.Join(repoRoot(t), "test", "clients", "status.py")
+	for _, tt := range tests {
+		err := tryStatus(addr, tt.tl)
+		if got := fmt.Sprint(err); (tt.want == "") != (err == nil) || tt.want != "" && !strings.Contains(got, tt.want) {
+			t.Errorf("grpc-go, %s: %v, want %q", tt.name, err, tt.want)
+		}
+		args := []string{python, addr, "--ca", ca.CertFile}
+		if tt.tl.Cert != "" {
+			args = append(args, "--cert", tt.tl.Cert, "--key", tt.tl.Key)
+		}
+		out, err := exec.Command("/usr/bin/python3", args...).Output() // stderr: grpcio's own log
+		got := string(out)
+		if _, ok := err.(*exec.ExitError); err != nil && !ok {
+			t.Fatalf("python client: %v (make setup installs python3-grpcio)", err)
+		}
+		wantPy := "ok "
+		if tt.want == "PermissionDenied" {
+			wantPy = "error PERMISSION_DENIED client certificate stranger.example.org, stranger is not allowed"
+		} else if tt.want != "" {
+			wantPy = "error UNAVAILABLE"
+		}
+		if !strings.HasPrefix(got, wantPy) {
+			t.Errorf("python, %s: %q, want %q", tt.name, got, wantPy)
+		}
+	}
+	st := getStatus(t, addr, tls(byCN))
+	if st.RequestsDenied != 2 {
+		t.Errorf("requests_denied = %d, want 2 (one per client refused by name)", st.RequestsDenied)
+	}
+	if _, logs := stop(); !strings.Contains(logs, "refused a call from a peer not in the allowlist") ||
+		!strings.Contains(logs, `access="mutual TLS, clients named in --tls-allow-clients [fw-exporter spiffe://example.org/filewatcher/tail scraper.example.org]"`) {
 		t.Errorf("logs:\n%s", logs)
 	}
 }
@@ -297,4 +365,20 @@ func TestMaxSubscribers(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// repoRoot is the checkout's top directory (where go.mod is).
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ; dir != "/"; dir = filepath.Dir(dir) {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+	}
+	t.Fatal("no go.mod above the test's directory")
+	return ""
 }

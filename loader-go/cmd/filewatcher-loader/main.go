@@ -115,9 +115,10 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 			err = errors.Join(err, cerr)
 		}
 	}()
-	lis, err := listen.Listen(addr, listen.Options{
-		TLS: acc.tls != nil, AllowInsecureTCP: cfg.AllowInsecureTCP, SocketGID: acc.socketGID, Log: log,
-	})
+	if acc.verdict.Warning != "" {
+		log.Warn(acc.verdict.Warning, "listen", addr.String())
+	}
+	lis, err := listen.Listen(addr, listen.Options{SocketGID: acc.socketGID})
 	if err != nil {
 		return err
 	}

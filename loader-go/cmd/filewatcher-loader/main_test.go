@@ -194,7 +194,8 @@ func TestExitCodes(t *testing.T) {
 		{[]string{"--version"}, 0, "filewatcher-loader dev", ""},
 		{[]string{"--help"}, 0, "", "-ringbuf-size"},
 		{[]string{"--source=nope"}, 2, "", "--source"},
-		{[]string{"--listen=0.0.0.0:0", "--source=synthetic"}, 1, "", "--allow-insecure-tcp"},
+		{[]string{"--listen=0.0.0.0:0", "--source=synthetic"}, 2, "", "--allow-insecure-tcp"},
+		{[]string{"--listen=0.0.0.0:0", "--source=synthetic", "--tls-cert=c.pem", "--tls-key=k.pem"}, 2, "", "refusing TLS without client certificates on a non-loopback address"},
 		{[]string{"--listen=127.0.0.1:0", "--module="}, 1, "", "module not loaded: pass --module or run make insmod"},
 	}
 	for _, tt := range tests {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,8 +43,9 @@ const logInterval = time.Second
 // Guard enforces the policy on every call (Subscribe, GetStatus, health,
 // reflection) and counts and logs what it refuses.
 type Guard struct {
-	policy *Policy // nil: TCP, where TLS (or loopback) is the gate
-	log    *slog.Logger
+	policy  *Policy     // nil: TCP, where TLS (or loopback) is the gate
+	clients ClientNames // TCP with mutual TLS: the identities admitted; nil admits any verified certificate
+	log     *slog.Logger
 
 	denied           atomic.Uint64
 	handshakesFailed atomic.Uint64
@@ -51,10 +53,16 @@ type Guard struct {
 	handshakeLog     limiter
 }
 
-// NewGuard returns a guard. A nil policy checks nothing: the listener is
-// TCP, and TLS decides who connects.
+// NewGuard returns a guard for the unix socket. A nil policy checks
+// nothing: the listener is TCP, and TLS decides who connects.
 func NewGuard(policy *Policy, log *slog.Logger) *Guard {
 	return &Guard{policy: policy, log: log}
+}
+
+// NewTLSGuard returns a guard for mutual TLS that admits only client
+// certificates naming one of clients (see ClientNames.Allows).
+func NewTLSGuard(clients ClientNames, log *slog.Logger) *Guard {
+	return &Guard{clients: clients, log: log}
 }
 
 // ServerOptions returns the interceptors that check every call.
@@ -78,28 +86,60 @@ func (g *Guard) ServerOptions() []grpc.ServerOption {
 // Authorize returns nil if the caller in ctx may call method, and a
 // PERMISSION_DENIED status otherwise.
 func (g *Guard) Authorize(ctx context.Context, method string) error {
-	if g.policy == nil {
+	if g.policy == nil && g.clients == nil {
 		return nil
 	}
 	p, _ := peer.FromContext(ctx)
+	var err error
+	if g.policy != nil {
+		err = g.authorizeUnix(p)
+	} else {
+		err = g.authorizeTLS(p)
+	}
+	if err == nil {
+		return nil
+	}
+	total := g.denied.Add(1)
+	if log, suppressed := g.deniedLog.allow(time.Now()); log {
+		g.log.Warn("refused a call from a peer not in the allowlist",
+			"peer", Describe(p), "method", method, "reason", status.Convert(err).Message(),
+			"refused_total", total, "not_logged", suppressed)
+	}
+	return err
+}
+
+func (g *Guard) authorizeUnix(p *peer.Peer) error {
 	var pc PeerCred
 	ok := false
 	if p != nil {
 		pc, ok = p.AuthInfo.(PeerCred)
 	}
-	if ok && g.policy.Allows(pc) {
-		return nil
-	}
-	total := g.denied.Add(1)
-	if log, suppressed := g.deniedLog.allow(time.Now()); log {
-		g.log.Warn("refused a call from a peer not in the allowlist (--allow-uids, --allow-gids)",
-			"peer", Describe(p), "method", method, "refused_total", total, "not_logged", suppressed)
-	}
 	if !ok {
 		return status.Error(codes.PermissionDenied, "peer credentials unavailable: connect through the loader's unix socket")
 	}
+	if g.policy.Allows(pc) {
+		return nil
+	}
 	return status.Errorf(codes.PermissionDenied,
 		"uid %d (gid %d) is not allowed to use filewatcher: ask for it to be added to the loader's --allow-uids or --allow-gids", pc.UID, pc.GID)
+}
+
+func (g *Guard) authorizeTLS(p *peer.Peer) error {
+	var info credentials.TLSInfo
+	ok := false
+	if p != nil {
+		info, ok = p.AuthInfo.(credentials.TLSInfo)
+	}
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.VerifiedChains[0]) == 0 {
+		return status.Error(codes.PermissionDenied, "no verified client certificate: the loader requires mutual TLS")
+	}
+	leaf := info.State.VerifiedChains[0][0]
+	if g.clients.Allows(leaf) {
+		return nil
+	}
+	return status.Errorf(codes.PermissionDenied,
+		"client certificate %s is not allowed to use filewatcher: ask for one of its names to be added to the loader's --tls-allow-clients",
+		strings.Join(Identities(leaf), ", "))
 }
 
 // WrapTLS returns creds that count and log failed handshakes.

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/credentials"
@@ -82,4 +84,40 @@ func (c *countingCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.Au
 
 func (c *countingCreds) Clone() credentials.TransportCredentials {
 	return &countingCreds{TransportCredentials: c.TransportCredentials.Clone(), g: c.g}
+}
+
+// ClientNames are the identities admitted under mutual TLS
+// (--tls-allow-clients).
+type ClientNames []string
+
+// Allows reports whether the verified client certificate cert names one of
+// n: a DNS name (case-insensitive), an IP address, an email address or URI
+// of its subject alternative names, or its subject common name, equal to an
+// entry of n. There are no wildcards: a name admits exactly itself.
+func (n ClientNames) Allows(cert *x509.Certificate) bool {
+	for _, id := range Identities(cert) {
+		for _, want := range n {
+			if id == want || strings.EqualFold(id, want) && slices.Contains(cert.DNSNames, id) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Identities are the names a client certificate can be admitted by, in the
+// order Allows tries them, each as it is written in --tls-allow-clients.
+func Identities(cert *x509.Certificate) []string {
+	ids := slices.Clone(cert.DNSNames)
+	for _, ip := range cert.IPAddresses {
+		ids = append(ids, ip.String())
+	}
+	ids = append(ids, cert.EmailAddresses...)
+	for _, u := range cert.URIs {
+		ids = append(ids, u.String())
+	}
+	if cn := cert.Subject.CommonName; cn != "" {
+		ids = append(ids, cn)
+	}
+	return ids
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/filewatcher/filewatcher/loader-go/internal/access"
 	"github.com/filewatcher/filewatcher/loader-go/internal/hub"
 	"github.com/filewatcher/filewatcher/loader-go/internal/listen"
 	"github.com/filewatcher/filewatcher/loader-go/internal/synthetic"
@@ -59,21 +60,25 @@ type Config struct {
 	TLSCert          string
 	TLSKey           string
 	TLSClientCA      string
-	MaxSubscribers   int
-	Source           string
-	Probe            string
-	Module           string
-	ModuleParams     string
-	RingbufSize      uint64
-	Rate             int
-	SyntheticDirs    int
-	SyntheticNames   int
-	QueueSize        int
-	ReplaySize       int
-	ShutdownTimeout  time.Duration
-	LogLevel         slog.Level
-	LogFormat        string
-	Version          bool
+	TLSAllowClients  List
+	// AllowTLSWithoutClientCert admits TLS clients without a certificate
+	// off loopback.
+	AllowTLSWithoutClientCert bool
+	MaxSubscribers            int
+	Source                    string
+	Probe                     string
+	Module                    string
+	ModuleParams              string
+	RingbufSize               uint64
+	Rate                      int
+	SyntheticDirs             int
+	SyntheticNames            int
+	QueueSize                 int
+	ReplaySize                int
+	ShutdownTimeout           time.Duration
+	LogLevel                  slog.Level
+	LogFormat                 string
+	Version                   bool
 }
 
 // Parse reads args (without the program name) and then, for every flag not
@@ -90,6 +95,8 @@ func Parse(args []string, getenv func(string) string, usage io.Writer) (Config, 
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate (chain) for TLS on a TCP listener")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "PEM CA certificates: require client certificates signed by them (mutual TLS)")
+	fs.Var(&c.TLSAllowClients, "tls-allow-clients", "identities (comma-separated) admitted under mutual TLS: a client certificate's DNS, IP, email or URI subject alternative name, or its subject CN (default: any certificate --tls-client-ca signed)")
+	fs.BoolVar(&c.AllowTLSWithoutClientCert, "allow-tls-without-client-cert", false, "allow TLS without --tls-client-ca on a non-loopback address: anyone who reaches it reads every path (logged as INSECURE)")
 	fs.IntVar(&c.MaxSubscribers, "max-subscribers", DefaultMaxSubscribers, "concurrent Subscribe streams allowed; more get RESOURCE_EXHAUSTED")
 	fs.StringVar(&c.Source, "source", SourceKernel, "event source: kernel or synthetic")
 	fs.StringVar(&c.Probe, "probe", ProbeAuto, "what sees the creations: kmod (the kernel module), bpf (the eBPF-only probe, no module) or auto (the module where it loads and fits the kernel, else bpf)")
@@ -174,27 +181,35 @@ func (c *Config) validate() error {
 	return c.validateAccess()
 }
 
-// validateAccess rejects flags that do not apply to the listener: each
-// would give a false sense of protection.
+// validateAccess applies access.Decide, the rules of who may connect, to
+// the flags, so that a listener nobody guards is refused at start.
 func (c *Config) validateAccess() error {
-	addr, err := listen.Parse(c.Listen)
-	if err != nil {
+	if _, err := c.Access(); err != nil {
 		return err
 	}
-	tls := c.TLSCert != "" || c.TLSKey != "" || c.TLSClientCA != ""
-	if addr.Network == "unix" {
-		if tls {
-			return errors.New("--tls-cert, --tls-key and --tls-client-ca apply to TCP listeners: the unix socket is guarded by its mode and peer credentials")
-		}
-		return nil
-	}
-	if c.SocketGroup != "" || len(c.AllowUIDs) > 0 || len(c.AllowGIDs) > 0 {
-		return errors.New("--socket-group, --allow-uids and --allow-gids apply to the unix socket: on TCP use --tls-client-ca (mutual TLS)")
-	}
-	if tls && (c.TLSCert == "" || c.TLSKey == "") {
+	if (c.TLSCert == "") != (c.TLSKey == "") {
 		return errors.New("TLS needs both --tls-cert and --tls-key")
 	}
 	return nil
+}
+
+// Access is the verdict of access.Decide on the listen address and the
+// access flags.
+func (c *Config) Access() (access.Verdict, error) {
+	addr, err := listen.Parse(c.Listen)
+	if err != nil {
+		return access.Verdict{}, err
+	}
+	return access.Decide(access.Listener{
+		Unix:                      addr.Network == "unix",
+		Loopback:                  addr.Loopback(),
+		TLS:                       c.TLSCert != "" || c.TLSKey != "",
+		ClientCA:                  c.TLSClientCA != "",
+		ClientNames:               len(c.TLSAllowClients) > 0,
+		UnixAllowlist:             c.SocketGroup != "" || len(c.AllowUIDs) > 0 || len(c.AllowGIDs) > 0,
+		AllowInsecureTCP:          c.AllowInsecureTCP,
+		AllowTLSWithoutClientCert: c.AllowTLSWithoutClientCert,
+	})
 }
 
 // List is a flag that takes comma-separated values and may be repeated.

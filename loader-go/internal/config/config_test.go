@@ -51,9 +51,9 @@ func TestFlagsAndEnv(t *testing.T) {
 				return strings.Join(c.AllowUIDs, " ") == "1000 alice 7" && strings.Join(c.AllowGIDs, " ") == "adm 4" &&
 					c.SocketGroup == "filewatcher"
 			}},
-		{"tls", []string{"--listen", "0.0.0.0:50051", "--tls-cert", "c", "--tls-key", "k", "--tls-client-ca", "ca", "--max-subscribers", "3"}, nil,
+		{"tls", []string{"--listen", "0.0.0.0:50051", "--tls-cert", "c", "--tls-key", "k", "--tls-client-ca", "ca", "--tls-allow-clients", "fw-exporter,spiffe://x/y", "--max-subscribers", "3"}, nil,
 			func(c Config) bool {
-				return c.TLSCert == "c" && c.TLSKey == "k" && c.TLSClientCA == "ca" && c.MaxSubscribers == 3
+				return c.TLSCert == "c" && c.TLSKey == "k" && c.TLSClientCA == "ca" && c.MaxSubscribers == 3 && strings.Join(c.TLSAllowClients, " ") == "fw-exporter spiffe://x/y"
 			}},
 	}
 	for _, tt := range tests {
@@ -90,7 +90,10 @@ func TestInvalid(t *testing.T) {
 		{[]string{"--max-subscribers", "0"}, nil, "--max-subscribers"},
 		{[]string{"--tls-cert", "c.pem", "--tls-key", "k.pem"}, nil, "apply to TCP listeners"},
 		{[]string{"--listen", "127.0.0.1:1", "--tls-cert", "c.pem"}, nil, "both --tls-cert and --tls-key"},
-		{[]string{"--listen", "127.0.0.1:1", "--tls-client-ca", "ca.pem"}, nil, "both --tls-cert and --tls-key"},
+		{[]string{"--listen", "127.0.0.1:1", "--tls-client-ca", "ca.pem"}, nil, "--tls-client-ca needs --tls-cert and --tls-key"},
+		{[]string{"--listen", "0.0.0.0:1", "--tls-cert", "c.pem", "--tls-key", "k.pem"}, nil, "refusing TLS without client certificates on a non-loopback address"},
+		{[]string{"--listen", "0.0.0.0:1", "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-allow-clients", "a"}, nil, "--tls-allow-clients needs --tls-client-ca"},
+		{nil, map[string]string{"FILEWATCHER_LISTEN": "[::]:1"}, "refusing plaintext gRPC on a non-loopback address"},
 		{[]string{"--listen", "127.0.0.1:1", "--allow-uids", "1000"}, nil, "apply to the unix socket"},
 		{[]string{"--listen", "127.0.0.1:1", "--socket-group", "adm"}, nil, "apply to the unix socket"},
 		{[]string{"--listen", "unix://rel.sock"}, nil, "absolute"},

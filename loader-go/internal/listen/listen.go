@@ -1,13 +1,13 @@
 // Package listen parses the loader's --listen address and opens it: a unix
-// socket (the default, mode 0660, group configurable) or TCP, where TLS is
-// required off loopback unless plaintext is explicitly allowed.
+// socket (the default, mode 0660, group configurable) or TCP. Whether a TCP
+// address may be opened with the TLS settings given is decided before, in
+// access.Decide.
 package listen
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/user"
@@ -84,49 +84,20 @@ func (a Address) Loopback() bool {
 
 // Options configures Listen.
 type Options struct {
-	// TLS says the gRPC server will speak TLS on a TCP listener.
-	TLS bool
-	// AllowInsecureTCP allows plaintext TCP off loopback.
-	AllowInsecureTCP bool
 	// SocketGID is the group of a unix socket; -1 keeps the process's.
 	SocketGID int
-	// Log receives the warnings about plaintext TCP.
-	Log *slog.Logger
 }
 
-// Listen opens a. Plaintext TCP off loopback lets anyone who can reach it
-// read every path created on the host, so it is refused unless
-// AllowInsecureTCP, and then logged as a warning; plaintext on loopback is
-// open to every local user, and logged too.
+// Listen opens a. Call it only for an address access.Decide allowed.
 func Listen(a Address, opts Options) (net.Listener, error) {
 	if a.Network == "unix" {
 		return listenUnix(a.Addr, opts.SocketGID)
-	}
-	if err := checkTCP(a, opts); err != nil {
-		return nil, err
 	}
 	l, err := net.Listen("tcp", a.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen: %w", err)
 	}
 	return l, nil
-}
-
-// checkTCP applies the rules for TCP: TLS anywhere; plaintext on loopback,
-// or elsewhere with AllowInsecureTCP; plaintext is logged as a warning.
-func checkTCP(a Address, opts Options) error {
-	switch {
-	case opts.TLS:
-	case !a.Loopback() && !opts.AllowInsecureTCP:
-		return fmt.Errorf("refusing plaintext gRPC on non-loopback address %s: pass --tls-cert and --tls-key (and --tls-client-ca for client certificates), listen on loopback or the unix socket, or pass --allow-insecure-tcp", a.Addr)
-	case !a.Loopback():
-		opts.Log.Warn("INSECURE: serving plaintext gRPC on a non-loopback address (--allow-insecure-tcp): anyone who can reach it can read every file path created on this host",
-			"listen", a.Addr)
-	default:
-		opts.Log.Warn("serving plaintext gRPC on loopback: every local user can subscribe; the unix socket (the default) checks who connects",
-			"listen", a.Addr)
-	}
-	return nil
 }
 
 func listenUnix(path string, gid int) (net.Listener, error) {

@@ -13,8 +13,10 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -63,10 +65,22 @@ func (ca *CA) Server(name string) (Pair, error) {
 	return ca.issue(name, tmpl)
 }
 
-// Client issues a client certificate with common name name.
-func (ca *CA) Client(name string) (Pair, error) {
+// Client issues a client certificate with common name name and, as subject
+// alternative names, sans: URIs where they contain "://", DNS names else.
+func (ca *CA) Client(name string, sans ...string) (Pair, error) {
 	tmpl := template(name)
 	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	for _, s := range sans {
+		if !strings.Contains(s, "://") {
+			tmpl.DNSNames = append(tmpl.DNSNames, s)
+			continue
+		}
+		u, err := url.Parse(s)
+		if err != nil {
+			return Pair{}, err
+		}
+		tmpl.URIs = append(tmpl.URIs, u)
+	}
 	return ca.issue(name, tmpl)
 }
 
