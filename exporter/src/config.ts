@@ -8,8 +8,21 @@ import type { LogFormat, LogLevel } from './log';
 export type OverflowPolicyName = 'drop-oldest' | 'drop-newest' | 'close';
 
 /** Config is the exporter's whole configuration, after defaults, environment and flags. */
+/** LoaderTls names the PEM files that reach a TLS loader (all unset: no TLS). */
+export interface LoaderTls {
+  /** CA certificates that verify the loader's certificate. */
+  ca: string;
+  /** This exporter's client certificate and key, for a loader that requires mutual TLS. */
+  cert?: string;
+  key?: string;
+  /** Name to verify in the loader's certificate instead of the host of --loader. */
+  serverName?: string;
+}
+
 export interface Config {
   loader: LoaderAddress;
+  /** TLS to the loader; undefined: plaintext (a unix socket, or loopback TCP). */
+  loaderTls: LoaderTls | undefined;
   listen: ListenAddress;
   metricsPath: string;
   pathLabel: PathLabelMode;
@@ -46,6 +59,34 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: 'unix:///run/filewatcher/loader.sock',
     arg: 'ADDRESS',
     help: "the loader's gRPC address: unix:///absolute/path or host:port",
+  },
+  {
+    flag: 'loader-tls-ca',
+    env: 'FILEWATCHER_EXPORTER_LOADER_TLS_CA',
+    default: '',
+    arg: 'FILE',
+    help: "PEM CA certificates that verify a TCP loader's certificate: connect with TLS (required by the other --loader-tls-* flags)",
+  },
+  {
+    flag: 'loader-tls-cert',
+    env: 'FILEWATCHER_EXPORTER_LOADER_TLS_CERT',
+    default: '',
+    arg: 'FILE',
+    help: 'PEM client certificate for a loader that requires mutual TLS (with --loader-tls-key)',
+  },
+  {
+    flag: 'loader-tls-key',
+    env: 'FILEWATCHER_EXPORTER_LOADER_TLS_KEY',
+    default: '',
+    arg: 'FILE',
+    help: 'PEM private key of --loader-tls-cert',
+  },
+  {
+    flag: 'loader-tls-server-name',
+    env: 'FILEWATCHER_EXPORTER_LOADER_TLS_SERVER_NAME',
+    default: '',
+    arg: 'NAME',
+    help: "name to verify in the loader's certificate (default: the host of --loader)",
   },
   {
     flag: 'listen',
@@ -195,8 +236,10 @@ export function parseConfig(
       if (fromEnv !== undefined && fromEnv !== '') return new Setting(spec.env, fromEnv);
       return new Setting(`--${flag} default`, spec.default);
     };
+    const loader = get('loader').map(parseLoaderAddress);
     const config: Config = {
-      loader: get('loader').map(parseLoaderAddress),
+      loader,
+      loaderTls: loaderTls(loader, (flag) => get(flag).map((v) => v)),
       listen: get('listen').map(parseListenAddress),
       metricsPath: get('metrics-path').map((v) => {
         if (!v.startsWith('/')) throw new Error('must start with /');
@@ -227,6 +270,37 @@ export function parseConfig(
   } catch (err) {
     return { exit: { code: 2, text: `${(err as Error).message}\nRun with --help for usage.\n` } };
   }
+}
+
+/**
+ * loaderTls reads the --loader-tls-* settings: none means plaintext; any
+ * means TLS, which needs --loader-tls-ca, a TCP loader, and a client
+ * certificate and key together or not at all.
+ */
+function loaderTls(loader: LoaderAddress, get: (flag: string) => string): LoaderTls | undefined {
+  const [ca, cert, key, serverName] = [
+    'loader-tls-ca',
+    'loader-tls-cert',
+    'loader-tls-key',
+    'loader-tls-server-name',
+  ].map(get);
+  if (ca === '' && cert === '' && key === '' && serverName === '') return undefined;
+  if (loader.kind === 'unix') {
+    throw new Error(
+      '--loader-tls-* apply to a TCP loader: the unix socket is guarded by its mode and peer credentials',
+    );
+  }
+  if (ca === '')
+    throw new Error(
+      '--loader-tls-cert, --loader-tls-key and --loader-tls-server-name need --loader-tls-ca',
+    );
+  if ((cert === '') !== (key === ''))
+    throw new Error('--loader-tls-cert and --loader-tls-key go together');
+  return {
+    ca,
+    ...(cert !== '' && { cert, key }),
+    ...(serverName !== '' && { serverName }),
+  };
 }
 
 /** Setting is one raw value and where it came from, for error messages. */

@@ -1,6 +1,7 @@
+import { readFileSync } from 'node:fs';
 import type http from 'node:http';
 import type { ObservableResult } from '@opentelemetry/api';
-import type { Config } from './config';
+import type { Config, LoaderTls } from './config';
 import { boundAddress, closeHttpServer, startHttpServer } from './http';
 import { LabelMapper } from './labels';
 import type { Logger } from './log';
@@ -9,6 +10,7 @@ import { createStreamMetrics, createTelemetry } from './metrics';
 import type { Telemetry } from './metrics';
 import { SeriesTable } from './series';
 import { LoaderStream } from './stream';
+import type { LoaderStreamOptions } from './stream';
 
 /**
  * Exporter is the whole service: the loader stream feeding the series table,
@@ -36,6 +38,7 @@ export class Exporter {
     const series = new SeriesTable(mapper, config.maxSeries);
     const stream = new LoaderStream({
       target: config.loader.target,
+      tls: readLoaderTls(config.loaderTls),
       batchSize: config.batchSize,
       batchDelayMs: config.batchDelayMs,
       overflowPolicy: config.overflowPolicy,
@@ -189,4 +192,25 @@ function registerObservables(
     'Live subscriptions to the loader, this one included.',
     status((s, r) => r.observe(s.subscribers.length)),
   );
+}
+
+/** readLoaderTls reads the PEM files of --loader-tls-*, with errors that name the flag. */
+function readLoaderTls(tls: LoaderTls | undefined): LoaderStreamOptions['tls'] {
+  if (tls === undefined) return undefined;
+  const read = (flag: string, file: string): Buffer => {
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new Error(`--${flag} ${file}: ${(err as Error).message}`);
+    }
+  };
+  return {
+    ca: read('loader-tls-ca', tls.ca),
+    ...(tls.cert !== undefined &&
+      tls.key !== undefined && {
+        cert: read('loader-tls-cert', tls.cert),
+        key: read('loader-tls-key', tls.key),
+      }),
+    ...(tls.serverName !== undefined && { serverName: tls.serverName }),
+  };
 }

@@ -20,6 +20,8 @@ export type StreamState = 'idle' | 'connecting' | 'subscribed' | 'waiting' | 'st
 export interface LoaderStreamOptions {
   /** grpc-js target: "unix:///abs/path" or "host:port". */
   target: string;
+  /** TLS to the loader (files already read); undefined: plaintext. */
+  tls?: { ca: Buffer; cert?: Buffer; key?: Buffer; serverName?: string };
   batchSize: number;
   batchDelayMs: number;
   overflowPolicy: OverflowPolicyName;
@@ -95,10 +97,16 @@ export class LoaderStream {
 
   constructor(private readonly options: LoaderStreamOptions) {
     const api = loadApi();
+    const { tls } = options;
     this.client = new api.filewatcher.v1.EventService(
       options.target,
-      grpc.credentials.createInsecure(),
+      tls === undefined
+        ? grpc.credentials.createInsecure()
+        : grpc.credentials.createSsl(tls.ca, tls.key ?? null, tls.cert ?? null),
       {
+        ...(tls?.serverName !== undefined && {
+          'grpc.ssl_target_name_override': tls.serverName,
+        }),
         // A full batch of PATH_MAX paths is ~17 MiB; the default limit is 4 MiB.
         'grpc.max_receive_message_length': 64 * 1024 * 1024,
         // HTTP/2 flow control: with the default 64 KiB window every ~100 KB
