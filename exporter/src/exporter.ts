@@ -3,7 +3,7 @@ import type http from 'node:http';
 import type { ObservableResult } from '@opentelemetry/api';
 import type { Config, LoaderTls } from './config';
 import { boundAddress, closeHttpServer, startHttpServer } from './http';
-import { LabelMapper } from './labels';
+import { boundLabelValue, LabelMapper } from './labels';
 import type { Logger } from './log';
 import { MetricsHandler } from './exposition';
 import { createStreamMetrics, createTelemetry } from './metrics';
@@ -129,15 +129,20 @@ function registerObservables(
     'filewatcher_loader_info',
     "The loader's versions, event source and probe (which, why, on what function), as labels; always 1.",
     status((s, r) =>
-      r.observe(1, {
-        loader_version: s.loader_version,
-        module_version: s.module_version,
-        kernel_release: s.kernel_release,
-        source: s.source,
-        probe: s.probe,
-        probe_reason: s.probe_reason,
-        probe_function: s.probe_function,
-      }),
+      r.observe(
+        1,
+        Object.fromEntries(
+          Object.entries({
+            loader_version: s.loader_version,
+            module_version: s.module_version,
+            kernel_release: s.kernel_release,
+            source: s.source,
+            probe: s.probe,
+            probe_reason: s.probe_reason,
+            probe_function: s.probe_function,
+          }).map(([k, v]) => [k, boundLabelValue(v)]),
+        ),
+      ),
     ),
   );
   gauge(

@@ -1,6 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { LabelMapper, UNRESOLVED_PATH, labelValue } from './labels';
+import { isUtf8 } from 'node:buffer';
+import {
+  LabelMapper,
+  MAX_LABEL_VALUE_BYTES,
+  UNRESOLVED_PATH,
+  boundLabelValue,
+  labelValue,
+} from './labels';
 import type { LabelPolicy } from './labels';
 import { EVENT_FLAG_PATH_UNRESOLVED } from './proto';
 
@@ -135,5 +142,49 @@ describe('labelValue', () => {
       assert.equal(Buffer.from(value, 'utf8').toString('utf8'), value);
       assert.ok(!value.includes('\ufffd'), `replacement character for ${bytes.toString('hex')}`);
     }
+  });
+});
+
+describe('bounded label values', () => {
+  const mapper = new LabelMapper(FULL);
+  const utf8Bytes = (s: string): number => Buffer.byteLength(s, 'utf8');
+  // The crafted name of the access review: 4,095 bytes, none of them UTF-8,
+  // 16 KiB as \xNN escapes.
+  const crafted = (last: number): Buffer => {
+    const b = Buffer.alloc(4095, 0xff);
+    b[0] = 0x2f; // "/"
+    b[4094] = last;
+    return b;
+  };
+
+  it('cuts a crafted 4,095-byte non-UTF-8 name to the bound, with a stable hash', () => {
+    const a = mapper.labels(crafted(0xfe), 0).name as string;
+    const b = mapper.labels(crafted(0xfd), 0).name as string;
+    assert.ok(utf8Bytes(a) <= MAX_LABEL_VALUE_BYTES, `${utf8Bytes(a)} bytes`);
+    assert.ok(utf8Bytes(a) > MAX_LABEL_VALUE_BYTES - 8, 'keeps as much as fits');
+    assert.ok(isUtf8(Buffer.from(a)));
+    assert.match(a, /^(\\xff)+\\?x?f?f?…~[0-9a-f]{16}$/);
+    assert.notEqual(a, b, 'names that differ only past the cut stay distinct');
+    assert.equal(mapper.labels(crafted(0xfe), 0).name, a, 'the same name, the same value');
+  });
+
+  it('leaves values up to the bound alone and cuts at a character boundary', () => {
+    const fits = 'x'.repeat(MAX_LABEL_VALUE_BYTES);
+    assert.equal(boundLabelValue(fits), fits);
+    const over = 'é'.repeat(MAX_LABEL_VALUE_BYTES); // 2 bytes each
+    const cut = boundLabelValue(over);
+    assert.ok(utf8Bytes(cut) <= MAX_LABEL_VALUE_BYTES);
+    assert.match(cut, /^é+…~[0-9a-f]{16}$/, 'no broken character before the suffix');
+    assert.equal(
+      boundLabelValue('x'.repeat(MAX_LABEL_VALUE_BYTES + 1)).length,
+      MAX_LABEL_VALUE_BYTES - 2, // "…" is 3 bytes, 1 character
+    );
+  });
+
+  it('bounds the directory label too', () => {
+    const dir = `/${'d'.repeat(3000)}`;
+    const { path } = mapper.labels(Buffer.from(`${dir}/f`), 0);
+    assert.ok(utf8Bytes(path as string) <= MAX_LABEL_VALUE_BYTES);
+    assert.ok((path as string).startsWith('/ddd'));
   });
 });

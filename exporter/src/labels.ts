@@ -1,4 +1,5 @@
 import { isUtf8 } from 'node:buffer';
+import { createHash } from 'node:crypto';
 import type { Attributes } from '@opentelemetry/api';
 import { EVENT_FLAG_PATH_UNRESOLVED } from './proto';
 
@@ -53,14 +54,14 @@ export class LabelMapper {
     const { pathLabel, nameLabel } = this.policy;
     const attributes: Attributes = {};
     const slash = unresolved(flags) ? -1 : path.lastIndexOf(SLASH);
-    if (nameLabel) attributes.name = labelValue(path.subarray(slash + 1));
+    if (nameLabel) attributes.name = pathLabelValue(path.subarray(slash + 1));
     if (pathLabel !== 'none') {
       attributes.path =
         slash < 0
           ? UNRESOLVED_PATH
           : slash === 0
             ? '/'
-            : labelValue(path.subarray(0, this.dirEnd(path, slash)));
+            : pathLabelValue(path.subarray(0, this.dirEnd(path, slash)));
     }
     return attributes;
   }
@@ -79,6 +80,46 @@ export class LabelMapper {
 
 function unresolved(flags: number): boolean {
   return (flags & EVENT_FLAG_PATH_UNRESOLVED) !== 0;
+}
+
+/**
+ * MAX_LABEL_VALUE_BYTES bounds every label value the exporter makes, in
+ * UTF-8 bytes (what Prometheus' label_value_length_limit counts). A path
+ * can be 4,095 bytes, and each byte that is not UTF-8 takes four characters
+ * (\xNN): unbounded, one crafted name made a ~16 KiB label value.
+ */
+export const MAX_LABEL_VALUE_BYTES = 1024;
+
+// The suffix of a cut value: "…~" and 16 hex digits of a SHA-256.
+const HASH_HEX = 16;
+
+/**
+ * boundLabelValue returns value if it fits MAX_LABEL_VALUE_BYTES, else its
+ * longest prefix that leaves room for "…~" and the first 16 hex digits of
+ * the SHA-256 of source (the bytes the value was made from; the value
+ * itself if none), cut at a UTF-8 character boundary. The suffix is stable
+ * across restarts and hosts, and keeps distinct long values distinct (a 64-bit
+ * hash: a collision needs ~4 billion long names sharing their first 1,004
+ * bytes). Every label value of the exporter goes through here.
+ */
+export function boundLabelValue(value: string, source?: Buffer): string {
+  // Fast path: no string of this many UTF-16 units can exceed the bound.
+  if (value.length * 3 <= MAX_LABEL_VALUE_BYTES) return value;
+  const utf8 = Buffer.from(value, 'utf8');
+  if (utf8.length <= MAX_LABEL_VALUE_BYTES) return value;
+  const hash = createHash('sha256')
+    .update(source ?? utf8)
+    .digest('hex')
+    .slice(0, HASH_HEX);
+  const suffix = `…~${hash}`;
+  let end = MAX_LABEL_VALUE_BYTES - Buffer.byteLength(suffix);
+  while (end > 0 && (utf8[end] & 0xc0) === 0x80) end--; // not inside a character
+  return utf8.toString('utf8', 0, end) + suffix;
+}
+
+/** pathLabelValue is the bounded label value of path bytes. */
+function pathLabelValue(bytes: Buffer): string {
+  return boundLabelValue(labelValue(bytes), bytes);
 }
 
 /**
