@@ -263,7 +263,9 @@ func TestTLSAllowClients(t *testing.T) {
 
 	addr, stop := loader(t, "--source=synthetic", "--listen=127.0.0.1:0", "--tls-cert="+srv.CertFile, "--tls-key="+srv.KeyFile,
 		"--tls-client-ca="+ca.CertFile, "--tls-allow-clients=fw-exporter,spiffe://example.org/filewatcher/tail,scraper.example.org")
-	tls := func(p testcerts.Pair) client.TLS { return client.TLS{CA: ca.CertFile, Cert: p.CertFile, Key: p.KeyFile} }
+	tls := func(p testcerts.Pair) client.TLS {
+		return client.TLS{CA: ca.CertFile, Cert: p.CertFile, Key: p.KeyFile}
+	}
 	tests := []struct {
 		name string
 		tl   client.TLS
