@@ -25,6 +25,8 @@ export interface Config {
   loaderTls: LoaderTls | undefined;
   listen: ListenAddress;
   metricsPath: string;
+  /** --web-config-file: TLS and basic auth for /metrics; '' serves plain HTTP to anyone. */
+  webConfigFile: string;
   pathLabel: PathLabelMode;
   pathDepth: number;
   nameLabel: boolean;
@@ -101,6 +103,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: '/metrics',
     arg: 'PATH',
     help: 'HTTP path of the Prometheus exposition',
+  },
+  {
+    flag: 'web-config-file',
+    env: 'FILEWATCHER_EXPORTER_WEB_CONFIG_FILE',
+    default: '',
+    arg: 'FILE',
+    help: 'Prometheus exporter-toolkit web configuration (YAML: tls_server_config, basic_auth_users with bcrypt hashes) protecting /metrics; empty: plain HTTP, readable by whoever reaches --listen',
   },
   {
     flag: 'path-label',
@@ -245,6 +254,7 @@ export function parseConfig(
         if (!v.startsWith('/')) throw new Error('must start with /');
         return v;
       }),
+      webConfigFile: get('web-config-file').map((v) => v),
       pathLabel: get('path-label').oneOf(['full', 'depth', 'none'] as const),
       pathDepth: get('path-depth').integer(1, 4096),
       nameLabel: get('name-label').boolean(),

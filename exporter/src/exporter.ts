@@ -10,6 +10,8 @@ import { createStreamMetrics, createTelemetry } from './metrics';
 import type { Telemetry } from './metrics';
 import { SeriesTable } from './series';
 import { LoaderStream } from './stream';
+import { loadWebConfig } from './webconfig';
+import type { WebConfig } from './webconfig';
 import type { LoaderStreamOptions } from './stream';
 
 /**
@@ -28,6 +30,8 @@ export class Exporter {
 
   /** start builds everything, starts listening and begins subscribing. */
   static async start(config: Config, log: Logger, version = ''): Promise<Exporter> {
+    // Read before anything opens, so that a bad file stops the start cleanly.
+    const web = config.webConfigFile === '' ? undefined : loadWebConfig(config.webConfigFile);
     const telemetry = createTelemetry(version);
     const { meter } = telemetry;
     const mapper = new LabelMapper({
@@ -53,11 +57,15 @@ export class Exporter {
     });
     registerObservables(telemetry, stream, series);
 
-    const server = await startHttpServer(config.listen, {
-      metricsPath: config.metricsPath,
-      metrics: new MetricsHandler(telemetry, series, log).handle,
-      notReadyReason: () => (stream.ready ? undefined : `loader stream ${stream.state}`),
-    });
+    const server = await startHttpServer(
+      config.listen,
+      {
+        metricsPath: config.metricsPath,
+        metrics: new MetricsHandler(telemetry, series, log).handle,
+        notReadyReason: () => (stream.ready ? undefined : `loader stream ${stream.state}`),
+      },
+      web,
+    );
     const exporter = new Exporter(stream, series, telemetry, server, log);
     const { host, port } = exporter.address;
     log.info('ready', {
@@ -67,6 +75,7 @@ export class Exporter {
       path_label: config.pathLabel === 'depth' ? `depth:${config.pathDepth}` : config.pathLabel,
       name_label: config.nameLabel,
       max_series: config.maxSeries,
+      metrics_access: describeAccess(web),
     });
     stream.start();
     return exporter;
@@ -218,4 +227,17 @@ function readLoaderTls(tls: LoaderTls | undefined): LoaderStreamOptions['tls'] {
       }),
     ...(tls.serverName !== undefined && { serverName: tls.serverName }),
   };
+}
+
+/** describeAccess says who can read /metrics, for the ready log line. */
+function describeAccess(web: WebConfig | undefined): string {
+  if (web === undefined)
+    return 'plain HTTP: anyone who can reach the listen address (--web-config-file to protect it)';
+  const parts = [
+    web.tls === undefined ? 'plain HTTP' : `HTTPS, client certificates ${web.tls.clientAuth}`,
+  ];
+  if (web.tls !== undefined && web.tls.clientAllowedSans.length > 0)
+    parts.push(`SANs ${web.tls.clientAllowedSans.join(' ')}`);
+  parts.push(web.users.size > 0 ? `basic auth (${web.users.size} users)` : 'no basic auth');
+  return parts.join(', ');
 }

@@ -1,6 +1,10 @@
 import http from 'node:http';
+import https from 'node:https';
 import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import type { ListenAddress } from './address';
+import { Gate } from './webconfig';
+import type { WebConfig } from './webconfig';
 
 /** HttpRoutes are what the HTTP server serves. */
 export interface HttpRoutes {
@@ -14,13 +18,18 @@ export interface HttpRoutes {
 /**
  * startHttpServer serves /metrics (path configurable), /healthz (the process
  * is alive and serving) and /readyz (subscribed to the loader and receiving)
- * on one port, and resolves once it listens.
+ * on one port, and resolves once it listens. With a web configuration it
+ * serves HTTPS and/or asks for basic auth as that says, for /metrics only:
+ * /healthz and /readyz tell nothing about files and stay open for probes.
  */
 export async function startHttpServer(
   listen: ListenAddress,
   routes: HttpRoutes,
+  web?: WebConfig,
 ): Promise<http.Server> {
-  const server = http.createServer((req, res) => {
+  const gate = new Gate(web);
+  const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    for (const [k, v] of Object.entries(web?.headers ?? {})) res.setHeader(k, v);
     const path = (req.url ?? '/').split('?', 1)[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res
@@ -29,7 +38,31 @@ export async function startHttpServer(
       return;
     }
     if (path === routes.metricsPath) {
-      routes.metrics(req, res);
+      const socket = req.socket as Partial<TLSSocket>;
+      if (web?.tls?.clientAuth === 'VerifyClientCertIfGiven' && socket.authorized === false) {
+        const given = socket.getPeerCertificate?.();
+        if (given !== undefined && Object.keys(given).length > 0) {
+          res
+            .writeHead(403, { 'content-type': 'text/plain' })
+            .end('client certificate not trusted\n');
+          return;
+        }
+      }
+      gate.check(req).then(
+        (refused) => {
+          if (refused === undefined) {
+            routes.metrics(req, res);
+            return;
+          }
+          const headers: http.OutgoingHttpHeaders = { 'content-type': 'text/plain' };
+          if (refused.status === 401)
+            headers['www-authenticate'] = 'Basic realm="filewatcher-exporter"';
+          res.writeHead(refused.status, headers).end(`${refused.reason}\n`);
+        },
+        (err: unknown) => {
+          res.writeHead(500, { 'content-type': 'text/plain' }).end(`${String(err)}\n`);
+        },
+      );
     } else if (path === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     } else if (path === '/readyz') {
@@ -39,7 +72,23 @@ export async function startHttpServer(
     } else {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
     }
-  });
+  };
+  const tls = web?.tls;
+  const server =
+    tls === undefined
+      ? http.createServer(handler)
+      : https.createServer(
+          {
+            cert: tls.cert,
+            key: tls.key,
+            ...(tls.clientCa !== undefined && { ca: tls.clientCa }),
+            requestCert: tls.clientAuth !== 'NoClientCert',
+            rejectUnauthorized: tls.clientAuth === 'RequireAndVerifyClientCert',
+            minVersion: tls.minVersion,
+            ...(tls.maxVersion !== undefined && { maxVersion: tls.maxVersion }),
+          },
+          handler,
+        );
   // Scrapes are short; an idle keep-alive connection must not delay shutdown long.
   server.keepAliveTimeout = 5_000;
   await new Promise<void>((resolve, reject) => {

@@ -7,12 +7,17 @@ export interface TestCa {
   /** The CA certificate, PEM. */
   cert: string;
   /** issue makes a certificate (leaf) signed by this CA and returns its files. */
-  issue: (name: string, kind: 'server' | 'client') => { cert: string; key: string };
+  issue: (
+    name: string,
+    kind: 'server' | 'client',
+    sans?: string[],
+  ) => { cert: string; key: string };
 }
 
 /**
  * makeCa writes a new P-256 CA into dir. Server certificates are for
- * 127.0.0.1 and localhost; client certificates carry name as their CN.
+ * 127.0.0.1 and localhost; client certificates carry name as their CN and
+ * sans as DNS subject alternative names.
  */
 export function makeCa(dir: string, caName: string): TestCa {
   const file = (n: string): string => path.join(dir, n);
@@ -37,7 +42,7 @@ export function makeCa(dir: string, caName: string): TestCa {
   );
   return {
     cert: caCert,
-    issue: (name, kind) => {
+    issue: (name, kind, sans = []) => {
       const key = file(`${caName}-${name}-key.pem`);
       const csr = file(`${caName}-${name}.csr`);
       const cert = file(`${caName}-${name}.pem`);
@@ -48,7 +53,7 @@ export function makeCa(dir: string, caName: string): TestCa {
         ext,
         kind === 'server'
           ? 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n'
-          : 'extendedKeyUsage=clientAuth\n',
+          : `extendedKeyUsage=clientAuth\n${sans.length > 0 ? `subjectAltName=${sans.map((n) => `DNS:${n}`).join(',')}\n` : ''}`,
       );
       openssl(
         'x509',
