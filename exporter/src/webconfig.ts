@@ -206,9 +206,13 @@ export class Gate {
     }
     if (config.users.size === 0) return undefined;
     const header = req.headers.authorization ?? '';
-    const match = /^Basic ([A-Za-z0-9+/=]+)$/.exec(header);
+    // RFC 7617: the scheme is case-insensitive; the credentials must be
+    // exact base64 (Node would decode trailing junk leniently).
+    const match = /^basic ([A-Za-z0-9+/]+={0,2})$/i.exec(header);
     if (match === null) return { status: 401, reason: 'basic auth required' };
-    const decoded = Buffer.from(match[1], 'base64').toString('utf8');
+    const raw = Buffer.from(match[1], 'base64');
+    if (raw.toString('base64') !== match[1]) return { status: 401, reason: 'malformed basic auth' };
+    const decoded = raw.toString('utf8');
     const colon = decoded.indexOf(':');
     if (colon < 0) return { status: 401, reason: 'malformed basic auth' };
     const user = decoded.slice(0, colon);
