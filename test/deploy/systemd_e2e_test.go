@@ -172,6 +172,14 @@ func TestSystemdGuest(t *testing.T) {
 		t.FailNow()
 	}
 
+	ok = t.Run("a local user outside the allowlists reads no paths", func(t *testing.T) {
+		testLocalUser(t, g, subscribed)
+		step("local user refused: socket, guard, protected /metrics")
+	})
+	if !ok {
+		t.FailNow()
+	}
+
 	ok = t.Run("prometheus", func(t *testing.T) {
 		testPrometheus(t, repo, g)
 		step("prometheus e2e")
@@ -522,4 +530,86 @@ type promResponse struct {
 	Data   struct {
 		Result []promSample `json:"result"`
 	} `json:"data"`
+}
+
+// localClient is run in the guest by an unprivileged user: connect to the
+// loader's socket, call GetStatus (grpc-js from the installed exporter), or
+// GET /metrics (with "user:password" as basic auth, if given).
+const localClient = `const [what, cred] = process.argv.slice(2);
+const sock = '/run/filewatcher/loader.sock';
+if (what === 'connect') {
+  require('net').connect(sock)
+    .on('connect', () => { console.log('connected'); process.exit(0); })
+    .on('error', (e) => { console.log(e.code); process.exit(0); });
+} else if (what === 'status') {
+  const grpc = require('/usr/local/lib/filewatcher/node/node_modules/@grpc/grpc-js');
+  const c = new grpc.Client('unix://' + sock, grpc.credentials.createInsecure());
+  c.makeUnaryRequest('/filewatcher.v1.EventService/GetStatus', (b) => b, (b) => b, Buffer.alloc(0),
+    (err) => { console.log(err ? 'code=' + err.code : 'ok'); process.exit(0); });
+} else {
+  const headers = cred ? { authorization: 'Basic ' + Buffer.from(cred).toString('base64') } : {};
+  fetch('http://127.0.0.1:8080/metrics', { headers }).then(async (r) => {
+    const text = await r.text();
+    console.log(r.status, text.includes('file_created_total{') ? 'paths' : 'no-paths');
+  }, (e) => console.log('error', e.message));
+}
+`
+
+// e2ePasswordHash is bcrypt("e2e-password", cost 10), as htpasswd -B makes it.
+const e2ePasswordHash = "$2b$10$K1cbcXEMzGUkMqEeXg9ymeUqQxF0hVdfxca7tCQRroIAk8RG5SCHe"
+
+// testLocalUser checks, as uid 65534 (nobody, in no group), that the
+// socket's mode keeps it out, that the loader's peer-credential check
+// still refuses it when the socket is loosened (chmod 666), and that a
+// /metrics protected by a web configuration gives it no paths without the
+// password. The exporter's unprotected default is restored at the end for
+// the tests that follow.
+func testLocalUser(t *testing.T, g *guest, subscribed func(*testing.T)) {
+	g.must(t, "cat >/tmp/fw-local-client.js <<'EOF'\n"+localClient+"EOF\nchmod 0644 /tmp/fw-local-client.js")
+	asNobody := func(args string) string {
+		return g.must(t, "setpriv --reuid=65534 --regid=65534 --clear-groups -- \"$(command -v node)\" /tmp/fw-local-client.js "+args)
+	}
+	if got := asNobody("connect"); got != "EACCES" {
+		t.Errorf("nobody connecting to the 0660 socket: %q, want EACCES", got)
+	}
+	g.must(t, "chmod 0666 /run/filewatcher/loader.sock")
+	got := asNobody("status")
+	g.must(t, "chmod 0660 /run/filewatcher/loader.sock")
+	if got != "code=7" {
+		t.Errorf("nobody calling GetStatus through a loosened socket: %q, want code=7 (PERMISSION_DENIED)", got)
+	}
+	if out := g.must(t, "journalctl --no-pager -b -u filewatcher-loader -o cat | grep -c 'refused a call from a peer not in the allowlist' || true"); out == "0" {
+		t.Error("the loader did not log the refused call")
+	}
+	if got := asNobody("metrics"); got != "200 paths" {
+		t.Errorf("nobody scraping the unprotected default: %q, want 200 paths (what the docs say the default allows)", got)
+	}
+
+	// Protect /metrics as the env file says, restart the exporter.
+	g.must(t, `set -e
+printf 'basic_auth_users:\n  prometheus: %s\n' '`+e2ePasswordHash+`' >/etc/filewatcher/web-config.yml
+chown root:filewatcher /etc/filewatcher/web-config.yml
+chmod 0640 /etc/filewatcher/web-config.yml
+echo FILEWATCHER_EXPORTER_WEB_CONFIG_FILE=/etc/filewatcher/web-config.yml >>/etc/filewatcher/filewatcher.env
+systemctl restart filewatcher-exporter.service`)
+	eventually(t, 2*time.Minute, time.Second, "protected exporter serving", func() error {
+		if got := asNobody("metrics"); got != "401 no-paths" {
+			return fmt.Errorf("nobody without the password: %q, want 401 no-paths", got)
+		}
+		return nil
+	})
+	if got := asNobody("metrics prometheus:wrong"); got != "401 no-paths" {
+		t.Errorf("nobody with a wrong password: %q, want 401 no-paths", got)
+	}
+	if got := asNobody("metrics prometheus:e2e-password"); got != "200 paths" {
+		t.Errorf("with the password: %q, want 200 paths", got)
+	}
+	if out := g.must(t, "journalctl --no-pager -b -u filewatcher-exporter -o cat | grep -c 'metrics_access=.*basic auth (1 users)' || true"); out == "0" {
+		t.Error("the exporter's ready line does not say /metrics is protected")
+	}
+
+	g.must(t, `set -e
+sed -i '/^FILEWATCHER_EXPORTER_WEB_CONFIG_FILE=/d' /etc/filewatcher/filewatcher.env
+systemctl restart filewatcher-exporter.service`)
+	subscribed(t)
 }
