@@ -559,8 +559,8 @@ if (what === 'connect') {
 const e2ePasswordHash = "$2b$10$K1cbcXEMzGUkMqEeXg9ymeUqQxF0hVdfxca7tCQRroIAk8RG5SCHe"
 
 // testLocalUser checks, as uid 65534 (nobody, in no group), that the
-// socket's mode keeps it out, that the loader's peer-credential check
-// still refuses it when the socket is loosened (chmod 666), and that a
+// socket's directory and mode keep it out, that the loader's peer-credential
+// check still refuses it when both are loosened, and that a
 // /metrics protected by a web configuration gives it no paths without the
 // password. The exporter's unprotected default is restored at the end for
 // the tests that follow.
@@ -570,11 +570,13 @@ func testLocalUser(t *testing.T, g *guest, subscribed func(*testing.T)) {
 		return g.must(t, "setpriv --reuid=65534 --regid=65534 --clear-groups -- \"$(command -v node)\" /tmp/fw-local-client.js "+args)
 	}
 	if got := asNobody("connect"); got != "EACCES" {
-		t.Errorf("nobody connecting to the 0660 socket: %q, want EACCES", got)
+		t.Errorf("nobody connecting to the socket (0660, in a 0750 directory): %q, want EACCES", got)
 	}
-	g.must(t, "chmod 0666 /run/filewatcher/loader.sock")
+	// Loosen both layers of file permissions: the unit's RuntimeDirectory
+	// (0750) and the socket (0660).
+	g.must(t, "chmod 0751 /run/filewatcher && chmod 0666 /run/filewatcher/loader.sock")
 	got := asNobody("status")
-	g.must(t, "chmod 0660 /run/filewatcher/loader.sock")
+	g.must(t, "chmod 0750 /run/filewatcher && chmod 0660 /run/filewatcher/loader.sock")
 	if got != "code=7" {
 		t.Errorf("nobody calling GetStatus through a loosened socket: %q, want code=7 (PERMISSION_DENIED)", got)
 	}
