@@ -603,9 +603,14 @@ systemctl restart filewatcher-exporter.service`)
 	if got := asNobody("metrics prometheus:wrong"); got != "401 no-paths" {
 		t.Errorf("nobody with a wrong password: %q, want 401 no-paths", got)
 	}
-	if got := asNobody("metrics prometheus:e2e-password"); got != "200 paths" {
-		t.Errorf("with the password: %q, want 200 paths", got)
-	}
+	// The restarted exporter counts from now on: create a file for it.
+	g.must(t, "touch /srv/fw-e2e/behind-basic-auth")
+	eventually(t, time.Minute, time.Second, "the new file served with the password", func() error {
+		if got := asNobody("metrics prometheus:e2e-password"); got != "200 paths" {
+			return fmt.Errorf("with the password: %q, want 200 paths", got)
+		}
+		return nil
+	})
 	if out := g.must(t, "journalctl --no-pager -b -u filewatcher-exporter -o cat | grep -c 'metrics_access=.*basic auth (1 users)' || true"); out == "0" {
 		t.Error("the exporter's ready line does not say /metrics is protected")
 	}
