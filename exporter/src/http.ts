@@ -1,7 +1,6 @@
 import http from 'node:http';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import type { TLSSocket } from 'node:tls';
 import type { ListenAddress } from './address';
 import { Gate } from './webconfig';
 import type { WebConfig } from './webconfig';
@@ -38,16 +37,6 @@ export async function startHttpServer(
       return;
     }
     if (path === routes.metricsPath) {
-      const socket = req.socket as Partial<TLSSocket>;
-      if (web?.tls?.clientAuth === 'VerifyClientCertIfGiven' && socket.authorized === false) {
-        const given = socket.getPeerCertificate?.();
-        if (given !== undefined && Object.keys(given).length > 0) {
-          res
-            .writeHead(403, { 'content-type': 'text/plain' })
-            .end('client certificate not trusted\n');
-          return;
-        }
-      }
       gate.check(req).then(
         (refused) => {
           if (refused === undefined) {

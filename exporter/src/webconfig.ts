@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type http from 'node:http';
 import path from 'node:path';
@@ -171,8 +171,9 @@ function object(
 }
 
 // A bcrypt hash compared for unknown users, so that a wrong user name costs
-// as long as a wrong password and names cannot be probed by timing.
-const DUMMY_HASH = bcrypt.hashSync('filewatcher-no-such-user', 10);
+// as long as a wrong password and names cannot be probed by timing. Made on
+// first use: an exporter without basic auth never pays for it.
+let dummyHash: string | undefined;
 // Successful checks are remembered (by a hash of user, password and bcrypt
 // hash), so that a Prometheus scraping every 15 s does not pay ~50 ms of
 // bcrypt each time; bounded, oldest forgotten first.
@@ -194,9 +195,18 @@ export class Gate {
   ): Promise<{ status: 401 | 403; reason: string } | undefined> {
     const config = this.config;
     if (config === undefined) return undefined;
+    // VerifyClientCertIfGiven lets a handshake with an untrusted certificate
+    // through (rejectUnauthorized is off); such a certificate is refused here.
+    const socket = req.socket as Partial<TLSSocket>;
+    if (config.tls?.clientAuth === 'VerifyClientCertIfGiven' && socket.authorized === false) {
+      const given = socket.getPeerCertificate?.();
+      if (given !== undefined && Object.keys(given).length > 0) {
+        return { status: 403, reason: 'client certificate not trusted' };
+      }
+    }
     const sans = config.tls?.clientAllowedSans ?? [];
     if (sans.length > 0) {
-      const cert = (req.socket as TLSSocket).getPeerCertificate?.();
+      const cert = socket.getPeerCertificate?.();
       const names = (cert?.subjectaltname ?? '')
         .split(', ')
         .map((n) => n.replace(/^[A-Za-z ]+:/, ''));
@@ -221,21 +231,14 @@ export class Gate {
     const key = createHash('sha256')
       .update(`${user}\0${password}\0${hash ?? ''}`)
       .digest('hex');
-    if (hash !== undefined && this.remembered(key)) return undefined;
-    const ok = await bcrypt.compare(password, hash ?? DUMMY_HASH);
+    // The key is a SHA-256 of the secret: looking it up leaks nothing useful.
+    if (hash !== undefined && this.verified.has(key)) return undefined;
+    dummyHash ??= bcrypt.hashSync('filewatcher-no-such-user', 10);
+    const ok = await bcrypt.compare(password, hash ?? dummyHash);
     if (!ok || hash === undefined) return { status: 401, reason: 'wrong user name or password' };
     this.verified.add(key);
     if (this.verified.size > CACHE_SIZE)
       this.verified.delete(this.verified.values().next().value as string);
     return undefined;
-  }
-
-  private remembered(key: string): boolean {
-    for (const k of this.verified) {
-      const a = Buffer.from(k);
-      const b = Buffer.from(key);
-      if (timingSafeEqual(a, b)) return true;
-    }
-    return false;
   }
 }
