@@ -30,7 +30,11 @@ export interface Config {
   pathLabel: PathLabelMode;
   pathDepth: number;
   nameLabel: boolean;
+  /** --label-rules: a YAML file of rollup rules (labelrules.ts); '' for none. */
+  labelRulesFile: string;
   maxSeries: number;
+  /** --series-idle-ttl; 0: series never expire. */
+  seriesIdleTtlMs: number;
   batchSize: number;
   batchDelayMs: number;
   overflowPolicy: OverflowPolicyName;
@@ -133,11 +137,25 @@ export const OPTIONS: readonly OptionSpec[] = [
     help: "whether file_created_total has the name label (the file's base name)",
   },
   {
+    flag: 'label-rules',
+    env: 'FILEWATCHER_EXPORTER_LABEL_RULES',
+    default: '',
+    arg: 'FILE',
+    help: 'YAML rollup rules, first match wins: paths matching a glob get fixed path and/or name label values (e.g. /tmp/** → path=/tmp); empty: none',
+  },
+  {
     flag: 'max-series',
     env: 'FILEWATCHER_EXPORTER_MAX_SERIES',
     default: '10000',
     arg: 'N',
-    help: 'hard cap on distinct label sets of file_created_total; later ones are counted in the otel_metric_overflow="true" series',
+    help: 'hard cap on distinct label sets of file_created_total at any moment; when full, the least recently used series makes room (once scraped), else the otel_metric_overflow="true" series counts',
+  },
+  {
+    flag: 'series-idle-ttl',
+    env: 'FILEWATCHER_EXPORTER_SERIES_IDLE_TTL',
+    default: '1h',
+    arg: 'DURATION',
+    help: 'a series of file_created_total that counted nothing this long leaves the exposition (Prometheus marks it stale; if it comes back it starts from 0); 0: never',
   },
   {
     flag: 'batch-size',
@@ -258,7 +276,9 @@ export function parseConfig(
       pathLabel: get('path-label').oneOf(['full', 'depth', 'none'] as const),
       pathDepth: get('path-depth').integer(1, 4096),
       nameLabel: get('name-label').boolean(),
+      labelRulesFile: get('label-rules').map((v) => v),
       maxSeries: get('max-series').integer(1, 10_000_000),
+      seriesIdleTtlMs: get('series-idle-ttl').duration(0, 366 * 86_400_000),
       batchSize: get('batch-size').integer(1, 4096),
       batchDelayMs: get('batch-delay').duration(1, 60_000),
       overflowPolicy: get('overflow-policy').oneOf([
@@ -364,8 +384,9 @@ class Setting {
 
 const UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
-/** parseDuration reads "250ms", "1.5s", "2m", "1h" (Go-style, one unit) into milliseconds. */
+/** parseDuration reads "250ms", "1.5s", "2m", "1h" (Go-style, one unit), or "0", into milliseconds. */
 export function parseDuration(text: string): number {
+  if (text === '0') return 0;
   const match = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(text);
   if (match === null) throw new Error('must be a duration such as 500ms, 30s or 2m');
   return Math.round(Number(match[1]) * UNITS[match[2]]);

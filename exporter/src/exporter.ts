@@ -4,6 +4,7 @@ import type { ObservableResult } from '@opentelemetry/api';
 import type { Config, LoaderTls } from './config';
 import { boundAddress, closeHttpServer, startHttpServer } from './http';
 import { boundLabelValue, LabelMapper } from './labels';
+import { loadLabelRules } from './labelrules';
 import type { Logger } from './log';
 import { MetricsHandler } from './exposition';
 import { createStreamMetrics, createTelemetry } from './metrics';
@@ -34,12 +35,17 @@ export class Exporter {
     const web = config.webConfigFile === '' ? undefined : loadWebConfig(config.webConfigFile);
     const telemetry = createTelemetry(version);
     const { meter } = telemetry;
+    const rules = config.labelRulesFile === '' ? [] : loadLabelRules(config.labelRulesFile, config);
     const mapper = new LabelMapper({
       pathLabel: config.pathLabel,
       pathDepth: config.pathDepth,
       nameLabel: config.nameLabel,
+      rules,
     });
-    const series = new SeriesTable(mapper, config.maxSeries);
+    const series = new SeriesTable(mapper, {
+      limit: config.maxSeries,
+      idleTtlMs: config.seriesIdleTtlMs,
+    });
     const stream = new LoaderStream({
       target: config.loader.target,
       tls: readLoaderTls(config.loaderTls),
@@ -52,7 +58,8 @@ export class Exporter {
       log,
       metrics: createStreamMetrics(meter),
       onEvents: (events) => {
-        for (const event of events) series.record(event.path, event.flags);
+        const now = Date.now();
+        for (const event of events) series.record(event.path, event.flags, now);
       },
     });
     registerObservables(telemetry, stream, series);
@@ -74,7 +81,9 @@ export class Exporter {
       loader: config.loader.target,
       path_label: config.pathLabel === 'depth' ? `depth:${config.pathDepth}` : config.pathLabel,
       name_label: config.nameLabel,
+      label_rules: rules.length,
       max_series: config.maxSeries,
+      series_idle_ttl: config.seriesIdleTtlMs === 0 ? 'never' : `${config.seriesIdleTtlMs}ms`,
       metrics_access: describeAccess(web),
     });
     stream.start();
@@ -124,6 +133,16 @@ function registerObservables(
     'filewatcher_exporter_overflow_events_total',
     'Events counted in the otel_metric_overflow="true" series of file_created_total because the series cap was reached.',
     (r) => r.observe(series.overflowEvents),
+  );
+  counter(
+    'filewatcher_exporter_series_expired_total',
+    'Series of file_created_total dropped after counting nothing for --series-idle-ttl (Prometheus marks them stale).',
+    (r) => r.observe(series.expired),
+  );
+  counter(
+    'filewatcher_exporter_series_evicted_total',
+    'Series of file_created_total dropped, least recently used first, to make room for new label sets at --max-series.',
+    (r) => r.observe(series.evicted),
   );
 
   // The loader's status, as last reported by GetStatus. These counters are

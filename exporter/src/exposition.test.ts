@@ -59,7 +59,7 @@ describe('MetricsHandler', () => {
   const telemetry = createTelemetry('test');
   const series = new SeriesTable(
     new LabelMapper({ pathLabel: 'full', pathDepth: 3, nameLabel: true }),
-    SERIES,
+    { limit: SERIES },
   );
   telemetry.meter
     .createCounter('filewatcher_test_total', { description: 'A test counter.' })

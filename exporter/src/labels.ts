@@ -14,6 +14,40 @@ export interface LabelPolicy {
   pathDepth: number;
   /** Whether the `name` label (the file's base name) is kept. @default true */
   nameLabel: boolean;
+  /** Rollup rules, first match wins (--label-rules; labelrules.ts reads them). @default [] */
+  rules?: readonly LabelRule[];
+}
+
+// LabelRule folds the paths its glob matches into fixed label values: path
+// and name, when set, replace the label computed from the path. Globs match
+// the whole path's bytes: * any bytes but '/', ? one byte but '/', ** any
+// bytes at all (/a/** is everything under /a; /a/**/b includes /a/b).
+export interface LabelRule {
+  /** The glob, as written (for logs and errors). */
+  readonly match: string;
+  /** path label value of matching paths; undefined: computed as usual. */
+  readonly path?: string;
+  /** name label value of matching paths ('' folds every name into one); undefined: computed as usual. */
+  readonly name?: string;
+}
+
+/** globRegExp compiles a LabelRule glob to a RegExp over a path's bytes read as latin1. */
+export function globRegExp(glob: string): RegExp {
+  const bytes = Buffer.from(glob, 'utf8').toString('latin1');
+  let re = '';
+  for (let i = 0; i < bytes.length; i++) {
+    const c = bytes[i];
+    if (c === '*' && bytes[i + 1] === '*') {
+      i++;
+      if (bytes[i + 1] === '/' && re.endsWith('/')) {
+        i++;
+        re += '(?:.*/)?'; // "/**/": zero or more whole components
+      } else re += '.*';
+    } else if (c === '*') re += '[^/]*';
+    else if (c === '?') re += '[^/]';
+    else re += c.replace(/[\\^$.|+(){}[\]]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`, 's');
 }
 
 /**
@@ -26,6 +60,8 @@ export const UNRESOLVED_PATH = '<unresolved>';
 const SLASH = 0x2f;
 // NUL never occurs in a Linux path, so it separates key parts unambiguously.
 const SEP = '\u0000';
+// Starts the key of a path a rule matched.
+const RULE = '\u0001';
 
 /**
  * LabelMapper turns a created file's path bytes into the labels of
@@ -34,12 +70,28 @@ const SEP = '\u0000';
  * labels() runs once per new series and does the careful UTF-8 work.
  */
 export class LabelMapper {
-  constructor(private readonly policy: LabelPolicy) {}
+  private readonly rules: ReadonlyArray<{ rule: LabelRule; re: RegExp }>;
+
+  constructor(private readonly policy: LabelPolicy) {
+    this.rules = (policy.rules ?? []).map((rule) => ({ rule, re: globRegExp(rule.match) }));
+  }
 
   /** key identifies the label set of an event; equal keys mean equal labels. */
   key(path: Buffer, flags: number): string {
     const { pathLabel, nameLabel } = this.policy;
     const slash = unresolved(flags) ? -1 : path.lastIndexOf(SLASH);
+    const i = this.ruleIndex(path, slash);
+    if (i >= 0) {
+      // RULE, the rule's number, then what the rule leaves computed: two
+      // SEPs, which no other kind of key has.
+      const { rule } = this.rules[i];
+      const name = nameLabel && rule.name === undefined ? path.toString('latin1', slash + 1) : '';
+      const dir =
+        pathLabel !== 'none' && rule.path === undefined
+          ? path.toString('latin1', 0, this.dirEnd(path, slash))
+          : '';
+      return RULE + String(i) + SEP + name + SEP + dir;
+    }
     // The default and hot case: the whole path decides both labels.
     if (slash >= 0 && pathLabel === 'full' && nameLabel) return path.toString('latin1');
     const name = nameLabel ? path.toString('latin1', slash + 1) : '';
@@ -54,16 +106,27 @@ export class LabelMapper {
     const { pathLabel, nameLabel } = this.policy;
     const attributes: Attributes = {};
     const slash = unresolved(flags) ? -1 : path.lastIndexOf(SLASH);
-    if (nameLabel) attributes.name = pathLabelValue(path.subarray(slash + 1));
+    const i = this.ruleIndex(path, slash);
+    const rule: LabelRule | undefined = i >= 0 ? this.rules[i].rule : undefined;
+    if (nameLabel) attributes.name = rule?.name ?? pathLabelValue(path.subarray(slash + 1));
     if (pathLabel !== 'none') {
       attributes.path =
-        slash < 0
+        rule?.path ??
+        (slash < 0
           ? UNRESOLVED_PATH
           : slash === 0
             ? '/'
-            : pathLabelValue(path.subarray(0, this.dirEnd(path, slash)));
+            : pathLabelValue(path.subarray(0, this.dirEnd(path, slash))));
     }
     return attributes;
+  }
+
+  /** ruleIndex is the index of the first rule that matches a resolved path, or -1. */
+  private ruleIndex(path: Buffer, slash: number): number {
+    if (this.rules.length === 0 || slash < 0) return -1;
+    const whole = path.toString('latin1');
+    for (let i = 0; i < this.rules.length; i++) if (this.rules[i].re.test(whole)) return i;
+    return -1;
   }
 
   /** dirEnd is where the directory label ends: the last '/' or, in depth mode, earlier. */

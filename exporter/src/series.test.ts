@@ -12,7 +12,13 @@ const FULL: LabelPolicy = { pathLabel: 'full', pathDepth: 3, nameLabel: true };
 const SCOPE = `otel_scope_name="${METER_NAME}"`;
 
 function table(limit: number, policy: LabelPolicy = FULL): SeriesTable {
-  return new SeriesTable(new LabelMapper(policy), limit);
+  return new SeriesTable(new LabelMapper(policy), { limit });
+}
+
+/** Clock is a simulated clock, in milliseconds. */
+class Clock {
+  now = 0;
+  read = (): number => this.now;
 }
 
 /** exposition is the whole text of file_created_total. */
@@ -173,5 +179,148 @@ describe('SeriesTable', () => {
     assert.match(rest, /name="file-4999",path="\/dir",otel_scope_name="filewatcher"\} 2\n/);
     assert.doesNotMatch(rest, /name="new"/);
     assert.match(exposition(t), /name="new",path="\/dir",otel_scope_name="filewatcher"\} 1\n/);
+  });
+
+  it('gives the slot of the least recently used series, once scraped, to a new label set', () => {
+    const t = table(3);
+    for (const p of ['/a/1', '/a/2', '/a/3']) t.record(Buffer.from(p), 0);
+    exposition(t); // a scrape sees every count
+    t.record(Buffer.from('/a/1'), 0); // /a/2 is now the least recently used
+    t.record(Buffer.from('/a/4'), 0);
+    assert.equal(t.evicted, 1);
+    // A label set that comes back before a scrape has shown it gone overflows ...
+    t.record(Buffer.from('/a/2'), 0);
+    assert.equal(t.overflowEvents, 1);
+    assert.deepEqual(samples(t), [
+      `file_created_total{name="1",path="/a",${SCOPE}} 2`,
+      `file_created_total{name="3",path="/a",${SCOPE}} 1`,
+      `file_created_total{name="4",path="/a",${SCOPE}} 1`,
+      `file_created_total{otel_metric_overflow="true",${SCOPE}} 1`,
+    ]);
+    assert.equal(t.size, 3);
+    // ... and after, starts again from 0 (Prometheus saw it go stale).
+    t.record(Buffer.from('/a/2'), 0);
+    assert.equal(t.evicted, 2); // /a/3 went
+    assert.ok(samples(t).includes(`file_created_total{name="2",path="/a",${SCOPE}} 1`));
+  });
+
+  it('does not evict a series whose latest count no scrape has seen: the newcomer overflows', () => {
+    const t = table(2);
+    t.record(Buffer.from('/a/1'), 0);
+    t.record(Buffer.from('/a/2'), 0);
+    exposition(t);
+    t.record(Buffer.from('/a/1'), 0);
+    t.record(Buffer.from('/a/2'), 0); // both counted since the scrape
+    t.record(Buffer.from('/a/3'), 0);
+    assert.equal(t.evicted, 0);
+    assert.equal(t.overflowEvents, 1);
+    assert.deepEqual(samples(t), [
+      `file_created_total{name="1",path="/a",${SCOPE}} 2`,
+      `file_created_total{name="2",path="/a",${SCOPE}} 2`,
+      `file_created_total{otel_metric_overflow="true",${SCOPE}} 1`,
+    ]);
+    // That scrape saw them: now the next newcomer gets a slot.
+    t.record(Buffer.from('/a/4'), 0);
+    assert.equal(t.evicted, 1);
+    assert.match(exposition(t), /name="4"/);
+  });
+
+  it('expires series idle for the TTL once scraped, and keeps the active ones', () => {
+    const clock = new Clock();
+    const t = new SeriesTable(new LabelMapper(FULL), {
+      limit: 10,
+      idleTtlMs: 60_000,
+      clock: clock.read,
+    });
+    t.record(Buffer.from('/old/a'), 0, clock.now);
+    clock.now = 30_000;
+    t.record(Buffer.from('/old/b'), 0, clock.now);
+    clock.now = 61_000;
+    // /old/a is idle past the TTL but no scrape has seen its count: rendered once more.
+    assert.equal(samples(t).length, 2);
+    clock.now = 62_000;
+    t.record(Buffer.from('/new/c'), 0, clock.now);
+    assert.deepEqual(samples(t), [
+      `file_created_total{name="b",path="/old",${SCOPE}} 1`,
+      `file_created_total{name="c",path="/new",${SCOPE}} 1`,
+    ]);
+    assert.equal(t.expired, 1);
+    clock.now = 90_000; // /old/b idle exactly the TTL
+    assert.deepEqual(samples(t), [`file_created_total{name="c",path="/new",${SCOPE}} 1`]);
+    assert.equal(t.expired, 2);
+    assert.equal(t.size, 1);
+  });
+
+  it('after the cap was reached, paths created now get their own series while idle ones expire', () => {
+    const clock = new Clock();
+    const t = new SeriesTable(new LabelMapper(FULL), {
+      limit: 100,
+      idleTtlMs: 3_600_000,
+      clock: clock.read,
+    });
+    // The first hour fills the cap many times over.
+    for (let i = 0; i < 10_000; i++) {
+      clock.now = i * 360;
+      t.record(Buffer.from(`/hour1/f${i}`), 0, clock.now);
+      if (i % 50 === 0) exposition(t); // a scrape now and then
+    }
+    exposition(t);
+    assert.equal(t.size, 100);
+    // Two hours later, new paths: each gets a series, none overflows.
+    clock.now = 3 * 3_600_000;
+    for (let i = 0; i < 10; i++) t.record(Buffer.from(`/hour3/g${i}`), 0, clock.now);
+    const lines = samples(t);
+    assert.equal(lines.length, 10, lines.join('\n'));
+    for (const l of lines) assert.match(l, /path="\/hour3"/);
+    assert.equal(t.evicted + t.expired, 10_000 - 10 + 10);
+  });
+
+  it('accounts for every event: each count a scrape saw last, plus overflow (randomized)', () => {
+    for (const seed of [1, 2, 3, 4, 5]) {
+      const rand = seededRandom(seed);
+      const clock = new Clock();
+      const t = new SeriesTable(new LabelMapper(FULL), {
+        limit: 1 + Math.floor(rand() * 20),
+        idleTtlMs: rand() < 0.3 ? 0 : 1 + Math.floor(rand() * 5000),
+        clock: clock.read,
+      });
+      const universe = 1 + Math.floor(rand() * 60);
+      // What a scraper learns: the last value of each series, and the final
+      // value of each that left the exposition.
+      let current = new Map<string, number>();
+      let retired = 0;
+      let recorded = 0;
+      const scrapeOnce = (): void => {
+        const seen = new Map<string, number>();
+        for (const l of samples(t)) {
+          const cut = l.lastIndexOf(' ');
+          seen.set(l.slice(0, cut), Number(l.slice(cut + 1)));
+        }
+        for (const [k, v] of current) if (!seen.has(k)) retired += v;
+        for (const [k, v] of seen) {
+          const before = current.get(k);
+          // A series seen in two scrapes in a row never went away in between.
+          if (before !== undefined) assert.ok(v >= before, `seed ${seed}: ${k} ${before} → ${v}`);
+        }
+        current = seen;
+        assert.ok(t.size <= t.limit);
+      };
+      for (let step = 0; step < 20_000; step++) {
+        clock.now += Math.floor(rand() * 50);
+        if (rand() < 0.02) scrapeOnce();
+        else {
+          t.record(Buffer.from(`/u/${Math.floor(rand() * universe)}`), 0, clock.now);
+          recorded++;
+        }
+      }
+      scrapeOnce();
+      let shown = 0;
+      for (const v of current.values()) shown += v;
+      assert.equal(
+        retired + shown,
+        recorded,
+        `seed ${seed}: every event is in a count a scrape saw (retired ${retired}, shown ${shown})`,
+      );
+    }
   });
 });

@@ -12,30 +12,67 @@ export const FILE_CREATED = 'file_created_total';
  */
 export const OVERFLOW_ATTRIBUTES: Attributes = Object.freeze({ 'otel.metric.overflow': true });
 
-/** Series is one label set of file_created_total: its exposition line up to the value, and its count. */
+/**
+ * Series is one label set of file_created_total: its exposition line up to
+ * the value, its count, and its place in the recency list.
+ */
 interface Series {
   /** `file_created_total{name="...",path="...",otel_scope_name="filewatcher"} ` */
   readonly prefix: string;
   count: number;
+  /** count when the series' line was last rendered into a scrape. */
+  shown: number;
+  /** When it last counted an event (clock milliseconds). */
+  lastUsed: number;
+  /** The LabelMapper keys that lead here: one, save for aliases (see admit). */
+  readonly keys: string[];
+  /** Neighbours in the recency list: newer is towards the most recently used. */
+  newer: Series | undefined;
+  older: Series | undefined;
 }
 
 /** HEADER introduces file_created_total in the exposition. */
 const HEADER = `# HELP ${FILE_CREATED} Number of files created\n# TYPE ${FILE_CREATED} counter\n`;
 
+/** SeriesTableOptions bound file_created_total. */
+export interface SeriesTableOptions {
+  /**
+   * The maximum number of distinct label sets at any moment, the overflow
+   * series not included (byte strings that map to a label set already
+   * admitted count as well; in practice they do not occur).
+   */
+  limit: number;
+  /** A series that counted nothing for this long is dropped; 0: never. @default 0 */
+  idleTtlMs?: number;
+  /** Milliseconds, monotonic enough; tests pass a simulated clock. @default Date.now */
+  clock?: () => number;
+}
+
 /**
  * SeriesTable is file_created_total: its cardinality budget, its counts and
  * its exposition.
  *
- * It admits at most `limit` distinct label sets for the life of the process;
- * events of any other label set are counted in a single overflow series. This
- * bounds memory whatever is created.
+ * It holds the label sets that are active now, at most `limit` of them:
+ * - a series that counted nothing for idleTtlMs expires (it leaves the
+ *   exposition, and Prometheus marks it stale);
+ * - when a new label set arrives and the table is full, the least recently
+ *   used series is evicted to make room.
+ * Either way a series goes only once its latest count has been rendered into
+ * a scrape, so no increment disappears unseen; when the least recently used
+ * series has counted since the last scrape (everything is busier than the
+ * scrapes), the new label set is counted in the single overflow series
+ * instead. A label set that comes back after a scrape has shown it gone
+ * starts a new series from 0 (Prometheus saw it go stale: increase() and
+ * rate() count from its return); before that, its events overflow. With one
+ * scraper, every event is in a count that scraper saw (pinned by a
+ * randomized test); a second scraper may miss a drop and see a reset.
  *
  * It renders itself rather than going through the OpenTelemetry SDK, unlike
  * the exporter's other (small) metrics: at 100k series a collection and
  * serialization by the SDK took ~1.3 s of one uninterrupted event-loop turn
  * (make bench, before this table rendered itself), during which no event was
- * read. Here a series' labels are
- * escaped once, when it is admitted, record() only bumps a number, and
+ * read. Here a series' labels are escaped once, when it is admitted, record()
+ * bumps a number and moves the series to the front of the recency list, and
  * chunks() hands the exposition out in pieces so that the caller can yield to
  * the event loop between them. The text is the SDK's, byte for byte (pinned by
  * a test against its serializer).
@@ -43,33 +80,63 @@ const HEADER = `# HELP ${FILE_CREATED} Number of files created\n# TYPE ${FILE_CR
 export class SeriesTable {
   /** Series by LabelMapper key, the per-event lookup. */
   private readonly index = new Map<string, Series>();
-  /** Series by rendered labels, consulted when a key is first seen. */
+  /** Series by rendered labels, in admission order: what a scrape renders. */
   private readonly byPrefix = new Map<string, Series>();
-  /** The admitted series, in admission order; never shrinks. */
-  private readonly list: Series[] = [];
-  private readonly overflowSeries: Series = { prefix: samplePrefix(OVERFLOW_ATTRIBUTES), count: 0 };
+  /** The recency list: newest is the most recently used series, oldest the least. */
+  private newest: Series | undefined;
+  private oldest: Series | undefined;
+  private readonly overflowSeries: Series = {
+    prefix: samplePrefix(OVERFLOW_ATTRIBUTES),
+    count: 0,
+    shown: 0,
+    lastUsed: 0,
+    keys: [],
+    newer: undefined,
+    older: undefined,
+  };
+  readonly limit: number;
+  readonly idleTtlMs: number;
+  private readonly clock: () => number;
+  private expiredCount = 0;
+  private evictedCount = 0;
+  /**
+   * Keys of series dropped since the last scrape. Until a scrape has shown a
+   * series gone, its label set is not admitted again (its events overflow):
+   * otherwise the scraper would see 5, then 7 of a series that restarted
+   * from 0 and took 7 events, and undercount. At most `limit` keys: a series
+   * admitted since the last scrape has an unseen count and is never dropped.
+   */
+  private readonly dropped = new Set<string>();
 
   constructor(
     private readonly mapper: LabelMapper,
-    /**
-     * The maximum number of distinct label sets, the overflow series not
-     * included (byte strings that map to a label set already admitted count
-     * as well; in practice they do not occur).
-     */
-    readonly limit: number,
-  ) {}
-
-  /** record counts one created file. */
-  record(path: Buffer, flags: number): void {
-    const key = this.mapper.key(path, flags);
-    let s = this.index.get(key);
-    if (s === undefined) s = this.admit(key, path, flags);
-    s.count++;
+    options: SeriesTableOptions,
+  ) {
+    this.limit = options.limit;
+    this.idleTtlMs = options.idleTtlMs ?? 0;
+    this.clock = options.clock ?? Date.now;
   }
 
-  /** size is the number of distinct label sets admitted (the overflow series not included). */
+  /**
+   * record counts one created file. now is the clock's time (callers that
+   * record a batch read the clock once for all of it).
+   */
+  record(path: Buffer, flags: number, now = this.clock()): void {
+    const key = this.mapper.key(path, flags);
+    let s = this.index.get(key);
+    if (s === undefined) s = this.admit(key, path, flags, now);
+    s.count++;
+    if (s === this.overflowSeries) return;
+    s.lastUsed = now;
+    if (s !== this.newest) {
+      this.unlink(s);
+      this.pushNewest(s);
+    }
+  }
+
+  /** size is the number of distinct label sets held now (the overflow series not included). */
   get size(): number {
-    return this.list.length;
+    return this.byPrefix.size;
   }
 
   /** overflowEvents is how many events were counted in the overflow series. */
@@ -77,18 +144,32 @@ export class SeriesTable {
     return this.overflowSeries.count;
   }
 
+  /** expired is how many series were dropped for being idle longer than idleTtlMs. */
+  get expired(): number {
+    return this.expiredCount;
+  }
+
+  /** evicted is how many series were dropped, least recently used first, to admit new ones. */
+  get evicted(): number {
+    return this.evictedCount;
+  }
+
   /**
    * chunks yields the exposition of file_created_total (HELP, TYPE, one line
    * per series, the overflow series last once it has counted anything) in
-   * strings of about chunkBytes. Each line carries the count at the moment
-   * its chunk is built; series admitted after the first chunk wait for the
-   * next scrape.
+   * strings of about chunkBytes. It first expires idle series, then renders
+   * the series held at that moment; each line carries the count at the moment
+   * its chunk is built. Series admitted after the first chunk wait for the
+   * next scrape; one dropped meanwhile is still rendered, once.
    */
   *chunks(chunkBytes = 64 * 1024): Generator<string, void, void> {
-    const n = this.list.length;
+    this.expire(this.clock());
+    // This scrape shows every dropped series gone: they may come back.
+    this.dropped.clear();
+    const held = [...this.byPrefix.values()];
     let chunk = HEADER;
-    for (let i = 0; i < n; i++) {
-      const s = this.list[i];
+    for (const s of held) {
+      s.shown = s.count;
       chunk += s.prefix + String(s.count) + '\n';
       if (chunk.length >= chunkBytes) {
         yield chunk;
@@ -100,10 +181,39 @@ export class SeriesTable {
     if (chunk !== '') yield chunk;
   }
 
-  private admit(key: string, path: Buffer, flags: number): Series {
+  /**
+   * expire drops the series idle for idleTtlMs or more whose latest count has
+   * been rendered, oldest first. The recency list is ordered by last use, so
+   * the walk stops at the first series that is not idle.
+   */
+  private expire(now: number): void {
+    if (this.idleTtlMs <= 0) return;
+    const before = now - this.idleTtlMs;
+    let s = this.oldest;
+    while (s !== undefined && s.lastUsed <= before) {
+      const next = s.newer;
+      if (s.shown === s.count) {
+        this.remove(s);
+        this.expiredCount++;
+      }
+      s = next;
+    }
+  }
+
+  private admit(key: string, path: Buffer, flags: number, now: number): Series {
+    if (this.dropped.has(key)) return this.overflowSeries;
     if (this.index.size >= this.limit) {
-      // Not stored: a refused label set costs no memory, however many there are.
-      return this.overflowSeries;
+      this.expire(now);
+      // The least recently used series goes, if a scrape has seen its count.
+      // If it has counted since (then so has every other: they were all used
+      // more recently), the new label set goes to the overflow series. Not
+      // stored: a refused label set costs no memory, however many there are.
+      const lru = this.oldest;
+      if (this.index.size >= this.limit) {
+        if (lru === undefined || lru.shown !== lru.count) return this.overflowSeries;
+        this.remove(lru);
+        this.evictedCount++;
+      }
     }
     // Distinct keys can render to the same labels (a name that literally
     // contains "\xff" and one with the byte 0xff; "//f" and "/f"): they share
@@ -112,12 +222,47 @@ export class SeriesTable {
     const prefix = samplePrefix(this.mapper.labels(path, flags));
     let s = this.byPrefix.get(prefix);
     if (s === undefined) {
-      s = { prefix, count: 0 };
+      s = {
+        prefix,
+        count: 0,
+        shown: 0,
+        lastUsed: now,
+        keys: [],
+        newer: undefined,
+        older: undefined,
+      };
       this.byPrefix.set(prefix, s);
-      this.list.push(s);
+      this.pushNewest(s);
     }
+    s.keys.push(key);
     this.index.set(key, s);
     return s;
+  }
+
+  /** remove drops a series and every key that leads to it. */
+  private remove(s: Series): void {
+    this.unlink(s);
+    this.byPrefix.delete(s.prefix);
+    for (const k of s.keys) {
+      this.index.delete(k);
+      this.dropped.add(k);
+    }
+  }
+
+  private unlink(s: Series): void {
+    if (s.newer === undefined) this.newest = s.older;
+    else s.newer.older = s.older;
+    if (s.older === undefined) this.oldest = s.newer;
+    else s.older.newer = s.newer;
+    s.newer = s.older = undefined;
+  }
+
+  private pushNewest(s: Series): void {
+    s.older = this.newest;
+    s.newer = undefined;
+    if (this.newest === undefined) this.oldest = s;
+    else this.newest.newer = s;
+    this.newest = s;
   }
 }
 

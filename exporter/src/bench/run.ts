@@ -205,7 +205,7 @@ export function pipeline(batch = 1024, seconds = 5, protobufjs = false): void {
   }
   const series = new SeriesTable(
     new LabelMapper({ pathLabel: 'full', pathDepth: 3, nameLabel: true }),
-    10_000,
+    { limit: 10_000, idleTtlMs: 3_600_000 },
   );
   const tracker = new SequenceTracker();
   // What the exporter uses, or proto-loader's own deserializer (for comparison).
@@ -221,7 +221,8 @@ export function pipeline(batch = 1024, seconds = 5, protobufjs = false): void {
       const evs = response.events;
       tracker.reset();
       tracker.observe(evs[0].sequence, evs[evs.length - 1].sequence);
-      for (const e of evs) series.record(e.path, e.flags);
+      const now = Date.now();
+      for (const e of evs) series.record(e.path, e.flags, now);
       events += evs.length;
     }
   }
