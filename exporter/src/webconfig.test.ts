@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,6 +8,7 @@ import bcrypt from 'bcryptjs';
 import { makeCa } from './testing/certs';
 import type { TestCa } from './testing/certs';
 import { startExporter, waitFor } from './testing/helpers';
+import { Prometheus } from './testing/prometheus';
 import { RealLoader } from './testing/real-loader';
 import { loadWebConfig } from './webconfig';
 
@@ -189,55 +190,23 @@ describe('web configuration: who may read /metrics', () => {
    * counts), one without basic auth (must be down with a 401).
    */
   async function prometheusScrapes(port: number): Promise<void> {
-    const promDir = fs.mkdtempSync(path.join(dir, 'prometheus-'));
     const job = (name: string, auth: boolean): string =>
       `  - job_name: ${name}\n    scheme: https\n    scrape_interval: 1s\n    tls_config: {ca_file: ${ca.cert}}\n` +
       (auth ? `    basic_auth: {username: prometheus, password: s3cret}\n` : '') +
       `    static_configs: [{targets: ['127.0.0.1:${port}']}]\n`;
-    fs.writeFileSync(
-      path.join(promDir, 'prometheus.yml'),
-      `global: {scrape_interval: 1s}\nscrape_configs:\n${job('with-auth', true)}${job('without-auth', false)}`,
+    const prom = await Prometheus.start(
+      fs.mkdtempSync(path.join(dir, 'prometheus-')),
+      job('with-auth', true) + job('without-auth', false),
     );
-    const listen = `127.0.0.1:${await freePort()}`;
-    const prom = spawn(
-      'prometheus',
-      [
-        `--config.file=${path.join(promDir, 'prometheus.yml')}`,
-        `--storage.tsdb.path=${promDir}/data`,
-        `--web.listen-address=${listen}`,
-      ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
-    );
-    let promLog = '';
-    prom.stderr.on('data', (c: Buffer) => (promLog += c.toString()));
-    const failed = new Promise<never>((_, reject) => {
-      prom.once('error', (err) =>
-        reject(new Error(`prometheus: ${err.message} (make setup installs it)`)),
-      );
-    });
     try {
-      const targets = await Promise.race([
-        failed,
-        waitFor(
-          'both targets scraped',
-          async () => {
-            const r = await fetch(`http://${listen}/api/v1/targets`).catch(() => undefined);
-            if (r === undefined || !r.ok) return undefined;
-            const body = (await r.json()) as {
-              data: {
-                activeTargets: Array<{
-                  labels: { job: string };
-                  health: string;
-                  lastError: string;
-                }>;
-              };
-            };
-            const t = body.data.activeTargets;
-            return t.length === 2 && t.every((x) => x.health !== 'unknown') ? t : undefined;
-          },
-          60_000,
-        ),
-      ]);
+      const targets = await waitFor(
+        'both targets scraped',
+        async () => {
+          const t = await prom.targets();
+          return t.length === 2 && t.every((x) => x.health !== 'unknown') ? t : undefined;
+        },
+        60_000,
+      );
       const byJob = Object.fromEntries(targets.map((t) => [t.labels.job, t]));
       assert.equal(byJob['with-auth'].health, 'up', byJob['with-auth'].lastError);
       assert.equal(byJob['without-auth'].health, 'down');
@@ -245,30 +214,15 @@ describe('web configuration: who may read /metrics', () => {
       await waitFor(
         'Prometheus stores file_created_total',
         async () => {
-          const q = encodeURIComponent('count(file_created_total{job="with-auth"})');
-          const r = (await (await fetch(`http://${listen}/api/v1/query?query=${q}`)).json()) as {
-            data: { result: Array<{ value: [number, string] }> };
-          };
-          return r.data.result.length === 1 && Number(r.data.result[0].value[1]) > 0;
+          const r = await prom.query('count(file_created_total{job="with-auth"})');
+          return r.length === 1 && Number(r[0].value[1]) > 0;
         },
         30_000,
       );
     } catch (err) {
-      throw new Error(`${(err as Error).message}\nprometheus log:\n${promLog}`);
+      throw new Error(`${(err as Error).message}\nprometheus log:\n${prom.log}`);
     } finally {
-      prom.kill('SIGTERM');
+      await prom.stop();
     }
   }
 });
-
-async function freePort(): Promise<number> {
-  const net = await import('node:net');
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
