@@ -30,6 +30,9 @@ export interface Config {
   pathLabel: PathLabelMode;
   pathDepth: number;
   nameLabel: boolean;
+  /** --service-label: the service label from the creator's cgroup, under cgroupRoot. */
+  serviceLabel: boolean;
+  cgroupRoot: string;
   /** --label-rules: a YAML file of rollup rules (labelrules.ts); '' for none. */
   labelRulesFile: string;
   maxSeries: number;
@@ -135,6 +138,20 @@ export const OPTIONS: readonly OptionSpec[] = [
     default: 'true',
     arg: 'true|false',
     help: "whether file_created_total has the name label (the file's base name)",
+  },
+  {
+    flag: 'service-label',
+    env: 'FILEWATCHER_EXPORTER_SERVICE_LABEL',
+    default: 'false',
+    arg: 'true|false',
+    help: "add the service label: the systemd unit (nginx.service) or container (docker:0123456789ab) of the creating task's cgroup; within --max-series like every label set",
+  },
+  {
+    flag: 'cgroup-root',
+    env: 'FILEWATCHER_EXPORTER_CGROUP_ROOT',
+    default: '/sys/fs/cgroup',
+    arg: 'DIR',
+    help: "the host's cgroup v2 mount, where --service-label looks cgroup ids up",
   },
   {
     flag: 'label-rules',
@@ -276,6 +293,11 @@ export function parseConfig(
       pathLabel: get('path-label').oneOf(['full', 'depth', 'none'] as const),
       pathDepth: get('path-depth').integer(1, 4096),
       nameLabel: get('name-label').boolean(),
+      serviceLabel: get('service-label').boolean(),
+      cgroupRoot: get('cgroup-root').map((v) => {
+        if (!v.startsWith('/')) throw new Error('must be an absolute path');
+        return v;
+      }),
       labelRulesFile: get('label-rules').map((v) => v),
       maxSeries: get('max-series').integer(1, 10_000_000),
       seriesIdleTtlMs: get('series-idle-ttl').duration(0, 366 * 86_400_000),

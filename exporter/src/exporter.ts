@@ -3,6 +3,7 @@ import type http from 'node:http';
 import type { ObservableResult } from '@opentelemetry/api';
 import type { Config, LoaderTls } from './config';
 import { boundAddress, closeHttpServer, startHttpServer } from './http';
+import { CgroupResolver } from './cgroup';
 import { boundLabelValue, LabelMapper } from './labels';
 import { loadLabelRules } from './labelrules';
 import type { Logger } from './log';
@@ -36,11 +37,15 @@ export class Exporter {
     const telemetry = createTelemetry(version);
     const { meter } = telemetry;
     const rules = config.labelRulesFile === '' ? [] : loadLabelRules(config.labelRulesFile, config);
+    const cgroups = config.serviceLabel
+      ? new CgroupResolver({ root: config.cgroupRoot })
+      : undefined;
     const mapper = new LabelMapper({
       pathLabel: config.pathLabel,
       pathDepth: config.pathDepth,
       nameLabel: config.nameLabel,
       rules,
+      service: cgroups?.service,
     });
     const series = new SeriesTable(mapper, {
       limit: config.maxSeries,
@@ -59,10 +64,19 @@ export class Exporter {
       metrics: createStreamMetrics(meter),
       onEvents: (events) => {
         const now = Date.now();
-        for (const event of events) series.record(event.path, event.flags, now);
+        if (cgroups === undefined) {
+          for (const e of events) series.record(e.path, e.flags, now);
+          return;
+        }
+        // Events of cgroups not seen yet wait for the next walk of the tree.
+        for (const e of events) {
+          cgroups.whenKnown(e.cgroup_id, () =>
+            series.record(e.path, e.flags, Date.now(), e.cgroup_id),
+          );
+        }
       },
     });
-    registerObservables(telemetry, stream, series);
+    registerObservables(telemetry, stream, series, cgroups);
 
     const server = await startHttpServer(
       config.listen,
@@ -82,6 +96,7 @@ export class Exporter {
       path_label: config.pathLabel === 'depth' ? `depth:${config.pathDepth}` : config.pathLabel,
       name_label: config.nameLabel,
       label_rules: rules.length,
+      service_label: config.serviceLabel,
       max_series: config.maxSeries,
       series_idle_ttl: config.seriesIdleTtlMs === 0 ? 'never' : `${config.seriesIdleTtlMs}ms`,
       metrics_access: describeAccess(web),
@@ -109,6 +124,7 @@ function registerObservables(
   telemetry: Telemetry,
   stream: LoaderStream,
   series: SeriesTable,
+  cgroups: CgroupResolver | undefined,
 ): void {
   const { meter } = telemetry;
   const gauge = (name: string, description: string, read: (r: ObservableResult) => void): void =>
@@ -134,6 +150,18 @@ function registerObservables(
     'Events counted in the otel_metric_overflow="true" series of file_created_total because the series cap was reached.',
     (r) => r.observe(series.overflowEvents),
   );
+  if (cgroups !== undefined) {
+    counter(
+      'filewatcher_exporter_cgroup_walks_total',
+      'Walks of the cgroup tree made to name the service of cgroup ids not seen before (--service-label).',
+      (r) => r.observe(cgroups.walks),
+    );
+    counter(
+      'filewatcher_exporter_cgroup_held_events_total',
+      'Events counted only after a walk of the cgroup tree, their cgroup being new (--service-label).',
+      (r) => r.observe(cgroups.held),
+    );
+  }
   counter(
     'filewatcher_exporter_series_expired_total',
     'Series of file_created_total dropped after counting nothing for --series-idle-ttl (Prometheus marks them stale).',

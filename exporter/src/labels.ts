@@ -16,6 +16,11 @@ export interface LabelPolicy {
   nameLabel: boolean;
   /** Rollup rules, first match wins (--label-rules; labelrules.ts reads them). @default [] */
   rules?: readonly LabelRule[];
+  /**
+   * The service label's value for an event's cgroup id (cgroup.ts), when the
+   * label is on (--service-label); undefined: no service label.
+   */
+  service?: (cgroupId: number) => string;
 }
 
 // LabelRule folds the paths its glob matches into fixed label values: path
@@ -62,6 +67,8 @@ const SLASH = 0x2f;
 const SEP = '\u0000';
 // Starts the key of a path a rule matched.
 const RULE = '\u0001';
+// Ends the service part of a key (a label value made by cgroup.ts: never a control character).
+const SERVICE = '\u0002';
 
 /**
  * LabelMapper turns a created file's path bytes into the labels of
@@ -77,7 +84,15 @@ export class LabelMapper {
   }
 
   /** key identifies the label set of an event; equal keys mean equal labels. */
-  key(path: Buffer, flags: number): string {
+  key(path: Buffer, flags: number, cgroupId = 0): string {
+    const { service } = this.policy;
+    // The service value cannot contain SERVICE: it ends the key's service part.
+    if (service !== undefined) return service(cgroupId) + SERVICE + this.pathKey(path, flags);
+    return this.pathKey(path, flags);
+  }
+
+  /** pathKey is the part of key that the path decides. */
+  private pathKey(path: Buffer, flags: number): string {
     const { pathLabel, nameLabel } = this.policy;
     const slash = unresolved(flags) ? -1 : path.lastIndexOf(SLASH);
     const i = this.ruleIndex(path, slash);
@@ -102,8 +117,8 @@ export class LabelMapper {
   }
 
   /** labels are the OTel attributes of an event's series (name first, as the seed). */
-  labels(path: Buffer, flags: number): Attributes {
-    const { pathLabel, nameLabel } = this.policy;
+  labels(path: Buffer, flags: number, cgroupId = 0): Attributes {
+    const { pathLabel, nameLabel, service } = this.policy;
     const attributes: Attributes = {};
     const slash = unresolved(flags) ? -1 : path.lastIndexOf(SLASH);
     const i = this.ruleIndex(path, slash);
@@ -118,6 +133,7 @@ export class LabelMapper {
             ? '/'
             : pathLabelValue(path.subarray(0, this.dirEnd(path, slash))));
     }
+    if (service !== undefined) attributes.service = service(cgroupId);
     return attributes;
   }
 

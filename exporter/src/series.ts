@@ -118,13 +118,14 @@ export class SeriesTable {
   }
 
   /**
-   * record counts one created file. now is the clock's time (callers that
-   * record a batch read the clock once for all of it).
+   * record counts one created file, made by a task in cgroup cgroupId. now
+   * is the clock's time (callers that record a batch read the clock once
+   * for all of it).
    */
-  record(path: Buffer, flags: number, now = this.clock()): void {
-    const key = this.mapper.key(path, flags);
+  record(path: Buffer, flags: number, now = this.clock(), cgroupId = 0): void {
+    const key = this.mapper.key(path, flags, cgroupId);
     let s = this.index.get(key);
-    if (s === undefined) s = this.admit(key, path, flags, now);
+    if (s === undefined) s = this.admit(key, path, flags, now, cgroupId);
     s.count++;
     if (s === this.overflowSeries) return;
     s.lastUsed = now;
@@ -200,7 +201,7 @@ export class SeriesTable {
     }
   }
 
-  private admit(key: string, path: Buffer, flags: number, now: number): Series {
+  private admit(key: string, path: Buffer, flags: number, now: number, cgroupId: number): Series {
     if (this.dropped.has(key)) return this.overflowSeries;
     if (this.index.size >= this.limit) {
       this.expire(now);
@@ -219,7 +220,7 @@ export class SeriesTable {
     // contains "\xff" and one with the byte 0xff; "//f" and "/f"): they share
     // a series, since an exposition must not repeat one. Such aliases count
     // against the limit like series, which keeps the index bounded too.
-    const prefix = samplePrefix(this.mapper.labels(path, flags));
+    const prefix = samplePrefix(this.mapper.labels(path, flags, cgroupId));
     let s = this.byPrefix.get(prefix);
     if (s === undefined) {
       s = {

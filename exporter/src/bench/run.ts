@@ -3,6 +3,9 @@
 //
 //   node exporter/dist/bench/run.js throughput [RATE...]   events/s, CPU µs/event, loss
 //   node exporter/dist/bench/run.js memory [MAX_SERIES...]  RSS after 1,000,000 distinct paths
+//   node exporter/dist/bench/run.js churn [SMOKE]            the series table over hours of simulated
+//       time with new paths all the time: series, memory and scrape time per half hour (JSON lines;
+//       run with node --expose-gc for the heap after a collection)
 //   node exporter/dist/bench/run.js pipeline                 the exporter's own work per event, in
 //       process: decoding (decode.ts; and proto-loader's deserializer, for comparison) + sequence
 //       accounting + series table, on one core, with no transport (what the exporter could take
@@ -232,6 +235,75 @@ export function pipeline(batch = 1024, seconds = 5, protobufjs = false): void {
   );
 }
 
+/** ChurnScenario is a steady mix of new paths and a hot set, over simulated hours. */
+interface ChurnScenario {
+  name: string;
+  hours: number;
+  /** Distinct new paths per simulated second. */
+  newPerSecond: number;
+  /** Paths created again and again (each once per simulated second). */
+  hot: number;
+}
+
+/**
+ * churn runs the exporter's SeriesTable (default cap and idle TTL) on a
+ * simulated clock: every simulated second, newPerSecond paths never seen
+ * before and each hot path once; a scrape every 15 simulated seconds, as
+ * Prometheus makes them. Every half hour it prints a JSON line: series held,
+ * where they were created (by hour), evictions, expirations, overflow since
+ * the last line, heap and RSS, and the real time of that scrape. Paths are
+ * /churn/h<hour>/<n>, so the exposition tells which hour a series is from.
+ */
+function churn(sc: ChurnScenario, checkpointMinutes = 30): void {
+  const limit = 10_000;
+  const ttl = 3_600_000;
+  let now = 0;
+  const t = new SeriesTable(new LabelMapper({ pathLabel: 'full', pathDepth: 3, nameLabel: true }), {
+    limit,
+    idleTtlMs: ttl,
+    clock: () => now,
+  });
+  const hot = Array.from({ length: sc.hot }, (_, i) => Buffer.from(`/churn/hot/${i}`));
+  let fresh = 0;
+  let lastOverflow = 0;
+  for (let second = 1; second <= sc.hours * 3600; second++) {
+    now = second * 1000;
+    const hour = Math.floor((second - 1) / 3600);
+    for (let i = 0; i < sc.newPerSecond; i++) {
+      t.record(Buffer.from(`/churn/h${hour}/${fresh++}`), 0, now);
+    }
+    for (const p of hot) t.record(p, 0, now);
+    if (second % 15 !== 0) continue;
+    const start = process.hrtime.bigint();
+    const text = [...t.chunks()].join('');
+    const scrapeMs = Number(process.hrtime.bigint() - start) / 1e6;
+    if (second % (checkpointMinutes * 60) !== 0) continue;
+    const byHour: Record<string, number> = {};
+    for (const m of text.matchAll(/path="\/churn\/(h\d+|hot)"/g))
+      byHour[m[1]] = (byHour[m[1]] ?? 0) + 1;
+    // Live memory, not garbage waiting for the collector (node --expose-gc).
+    (globalThis as { gc?: () => void }).gc?.();
+    const mem = process.memoryUsage();
+    console.log(
+      JSON.stringify({
+        scenario: sc.name,
+        minutes: second / 60,
+        paths: fresh,
+        series: t.size,
+        by_hour: byHour,
+        evicted: t.evicted,
+        expired: t.expired,
+        overflow_since: t.overflowEvents - lastOverflow,
+        heap_mb: Math.round(mem.heapUsed / 1e5) / 10,
+        rss_mb: Math.round(mem.rss / 1e5) / 10,
+        scrape_ms: Math.round(scrapeMs * 10) / 10,
+        exposition_bytes: text.length,
+      }),
+    );
+    lastOverflow = t.overflowEvents;
+  }
+}
+
 async function main(): Promise<void> {
   const [mode = 'throughput', ...args] = process.argv.slice(2);
   console.log(
@@ -245,10 +317,21 @@ async function main(): Promise<void> {
     pipeline(256);
     pipeline(1024);
     pipeline(1024, 5, true);
+  } else if (mode === 'churn') {
+    const smoke = args[0] === 'smoke';
+    const scenarios: ChurnScenario[] = smoke
+      ? [{ name: 'high churn', hours: 2, newPerSecond: 20, hot: 10 }]
+      : [
+          // ~500,000 new paths an hour (a build farm, a package cache).
+          { name: 'high churn', hours: 6, newPerSecond: 140, hot: 200 },
+          // one new path a second over a busy hot set (a web server's temp files).
+          { name: 'moderate churn', hours: 6, newPerSecond: 1, hot: 500 },
+        ];
+    for (const sc of scenarios) churn(sc);
   } else if (mode === 'memory') {
     for (const cap of args.length > 0 ? args.map(Number) : [10_000, 100_000]) await memory(cap);
   } else {
-    throw new Error(`unknown mode ${mode}: throughput or memory`);
+    throw new Error(`unknown mode ${mode}: throughput, pipeline, churn or memory`);
   }
 }
 
