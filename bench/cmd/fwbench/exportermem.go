@@ -38,6 +38,7 @@ type ExporterScale struct {
 	Sizes   []ScrapeRun
 	Cap     *ScrapeRun
 	Profile *ScrapeRun // the largest size again, under node --cpu-prof
+	Churn   []ChurnPoint
 }
 
 func (b *Bench) exporterScale(ctx context.Context) (*ExporterScale, error) {
@@ -72,6 +73,9 @@ func (b *Bench) exporterScale(ctx context.Context) (*ExporterScale, error) {
 		return x, err
 	}
 	x.Profile = &profRun
+	if x.Churn, err = b.churn(ctx); err != nil {
+		return x, err
+	}
 	return x, nil
 }
 

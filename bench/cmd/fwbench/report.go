@@ -406,6 +406,7 @@ func renderExporter(w *md, x *ExporterScale, cfg config) {
 			thousands(c.Overflow), f0(c.RSSMB.Median()), tenKRSS(x))
 		w.p("")
 	}
+	renderChurn(w, x.Churn)
 	if p := x.Profile; p != nil {
 		w.p("**Where a scrape's time goes** (%s series, in a separate run; V8's CPU profiler, started through the probe, "+
 			"covers the %d scrapes (%s ms each) and the events arriving meanwhile; self time per function, idle excluded):",

@@ -3,7 +3,7 @@ package main
 import "fmt"
 
 // smokeChecks is the number of checks checkSmoke makes.
-const smokeChecks = 12
+const smokeChecks = 13
 
 // checkSmoke checks that every piece measured something sane. It never
 // checks timing: the smoke runs on shared, noisy machines.
@@ -29,6 +29,17 @@ func checkSmoke(r *Results, cfg config) []string {
 		"exporter: no scrape or RSS measured")
 	check(x != nil && x.Cap != nil && x.Cap.Series == float64(cfg.capLimit) && x.Cap.Overflow > 0,
 		"exporter: the series cap did not hold")
+	churnOK := x != nil && len(x.Churn) > 0
+	if churnOK {
+		last := x.Churn[len(x.Churn)-1]
+		for _, p := range x.Churn {
+			churnOK = churnOK && p.Series > 0 && p.Series <= 10_000
+		}
+		// Two simulated hours in: the first hour's paths have left, and new ones have series.
+		churnOK = churnOK && last.Minutes >= 120 && last.firstHour() == 0 && last.OverflowSince == 0 &&
+			last.ByHour["h1"] > 0
+	}
+	check(churnOK, "exporter: under churn, series outgrew the cap, or the first hour's stayed, or new paths overflowed")
 	k := r.Kernel
 	check(k != nil && len(k.Reconciles) == 3, "kernel: reconciliation runs missing (module: default and small ring; eBPF-only probe)")
 	ok := k != nil && len(k.Reconciles) == 3
