@@ -181,7 +181,7 @@ func TestSystemdGuest(t *testing.T) {
 	}
 
 	ok = t.Run("prometheus", func(t *testing.T) {
-		testPrometheus(t, repo, g)
+		testPrometheus(t, repo, g, subscribed)
 		step("prometheus e2e")
 	})
 	if !ok {
@@ -372,7 +372,7 @@ const (
 // testPrometheus runs a real Prometheus (Debian's package) on loopback with
 // the example configuration, pointed at the guest's exporter, and checks the
 // file_created_total series it stores.
-func testPrometheus(t *testing.T, repo string, g *guest) {
+func testPrometheus(t *testing.T, repo string, g *guest, subscribed func(*testing.T)) {
 	dir := t.TempDir()
 	cfg, err := os.ReadFile(filepath.Join(repo, "deploy", "prometheus", "prometheus.yml"))
 	if err != nil {
@@ -518,6 +518,81 @@ touch $d/other`)
 	if out, err := check.CombinedOutput(); err != nil {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
+
+	t.Run("rollup rules and the service label", func(t *testing.T) {
+		testLabels(t, g, query, subscribed)
+	})
+}
+
+// testLabels turns on a rollup rule and the service label in the guest's
+// env file, restarts the exporter, creates files from a systemd unit and
+// from cgroups laid out as container runtimes lay them out, and checks what
+// Prometheus stores. The defaults are restored at the end for the tests
+// that follow.
+func testLabels(t *testing.T, g *guest, query func(string) ([]promSample, error), subscribed func(*testing.T)) {
+	const (
+		dockerID = "d0c0e7000000000000000000000000000000000000000000000000000000d0c0"
+		podID    = "c0a7a1ae2d000000000000000000000000000000000000000000000000000000"
+		podmanID = "b0d0a5000000000000000000000000000000000000000000000000000000b0d0"
+	)
+	g.must(t, `set -e
+printf 'rules:\n  - match: /srv/fw-rollup/**\n    path: /srv/fw-rollup\n    name: ""\n' >/etc/filewatcher/label-rules.yml
+chmod 0644 /etc/filewatcher/label-rules.yml
+printf '%s\n' FILEWATCHER_EXPORTER_LABEL_RULES=/etc/filewatcher/label-rules.yml FILEWATCHER_EXPORTER_SERVICE_LABEL=true >>/etc/filewatcher/filewatcher.env
+systemctl restart filewatcher-exporter.service`)
+	defer func() {
+		g.must(t, `set -e
+systemctl stop fw-e2e-maker.service 2>/dev/null || true
+sed -i '/^FILEWATCHER_EXPORTER_LABEL_RULES=/d; /^FILEWATCHER_EXPORTER_SERVICE_LABEL=/d' /etc/filewatcher/filewatcher.env
+systemctl restart filewatcher-exporter.service
+# These deliberate restarts are not a crash loop: clear the unit's start
+# rate limit (StartLimitBurst=5 in 120 s), which the restarts the next
+# tests cause would otherwise hit.
+systemctl reset-failed filewatcher-exporter.service`)
+		subscribed(t)
+	}()
+	subscribed(t)
+	// The unit the agent's shells run in: the files it creates are its.
+	agentUnit := g.must(t, `sed -n 's|^0::.*/||p' /proc/self/cgroup`)
+
+	// A service that creates a file and keeps running; files created from
+	// cgroups named as docker, containerd (Kubernetes) and podman name them
+	// with the systemd driver; files the rule folds.
+	g.must(t, `set -e
+mkdir -p /srv/fw-svc /srv/fw-rollup/a/b
+systemd-run --quiet --unit=fw-e2e-maker sh -c 'touch /srv/fw-svc/by-unit; exec sleep 600'
+in_cgroup() { mkdir -p /sys/fs/cgroup/$1; sh -c 'echo $$ >"$1/cgroup.procs" && exec touch "$2"' sh /sys/fs/cgroup/$1 /srv/fw-svc/$2; }
+in_cgroup system.slice/docker-`+dockerID+`.scope in-docker
+in_cgroup kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod0a1b2c3d_4e5f.slice/cri-containerd-`+podID+`.scope in-pod
+in_cgroup machine.slice/libpod-`+podmanID+`.scope in-podman
+touch /srv/fw-rollup/1 /srv/fw-rollup/a/2 /srv/fw-rollup/a/b/3`)
+
+	expect := func(q string, want map[string]string) {
+		eventually(t, 90*time.Second, time.Second, "Prometheus stores "+q, func() error {
+			res, err := query(q)
+			if err != nil {
+				return err
+			}
+			got := map[string]string{}
+			for _, s := range res {
+				got[s.Metric["name"]+" service="+s.Metric["service"]] = fmt.Sprint(s.Value[1])
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				return fmt.Errorf("got %v, want %v", got, want)
+			}
+			return nil
+		})
+	}
+	expect(`file_created_total{job="filewatcher", path="/srv/fw-svc"}`, map[string]string{
+		"by-unit service=fw-e2e-maker.service":      "1",
+		"in-docker service=docker:" + dockerID[:12]: "1",
+		"in-pod service=containerd:" + podID[:12]:   "1",
+		"in-podman service=podman:" + podmanID[:12]: "1",
+	})
+	// The rule: one series for the three files, the name folded away.
+	expect(`file_created_total{job="filewatcher", path="/srv/fw-rollup"}`, map[string]string{
+		" service=" + agentUnit: "3",
+	})
 }
 
 type promSample struct {
