@@ -95,14 +95,16 @@ describe('CgroupResolver', () => {
     assert.deepEqual(got.slice(5), [UNKNOWN_SERVICE]);
   });
 
-  it('holds at most maxPending events; the rest are counted at once', () => {
-    const { root } = tree();
-    const r = new CgroupResolver({ root, maxPending: 2 });
-    let now = 0;
-    for (let i = 0; i < 5; i++) r.whenKnown(1000 + i, () => now++);
-    assert.equal(now, 3);
-    r.flush();
-    assert.equal(now, 5);
+  it('holds at most maxPending events: one more walks the tree at once', () => {
+    const { root, ino } = tree('system.slice/a.service');
+    const r = new CgroupResolver({ root, maxPending: 3, rescanIntervalMs: 60_000 });
+    const a = ino('system.slice/a.service');
+    const got: string[] = [];
+    for (let i = 0; i < 2; i++) r.whenKnown(a, () => got.push(r.service(a)));
+    assert.equal(got.length, 0, 'held');
+    r.whenKnown(a, () => got.push(r.service(a)));
+    assert.deepEqual(got, ['a.service', 'a.service', 'a.service'], 'the third walked at once');
+    assert.equal(r.walks, 1);
   });
 
   it('gives file_created_total a service label, within the cap', () => {

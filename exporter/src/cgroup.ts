@@ -80,7 +80,11 @@ export interface CgroupResolverOptions {
   rescanIntervalMs?: number;
   /** Most ids remembered; beyond, the memory is cleared and rebuilt. @default 65536 */
   maxEntries?: number;
-  /** Most events held for a walk; beyond, they are counted at once as UNKNOWN_SERVICE. @default 100000 */
+  /**
+   * Most events held for a walk; one more walks the tree at once. Held
+   * events keep their message's bytes alive: 10,000 paths of up to 4 KiB
+   * bound that to ~40 MiB. @default 10000
+   */
   maxPending?: number;
 }
 
@@ -112,7 +116,7 @@ export class CgroupResolver {
     this.root = options.root ?? '/sys/fs/cgroup';
     this.rescanIntervalMs = options.rescanIntervalMs ?? 1000;
     this.maxEntries = options.maxEntries ?? 65536;
-    this.maxPending = options.maxPending ?? 100_000;
+    this.maxPending = options.maxPending ?? 10_000;
   }
 
   /**
@@ -124,16 +128,21 @@ export class CgroupResolver {
   /**
    * whenKnown runs count once id's service is known, or once a walk has not
    * found it: at once for an id already known (or 0, which no cgroup has),
-   * else after the next walk. Held events are bounded by maxPending; past it,
-   * count runs at once (and the event is UNKNOWN_SERVICE).
+   * else after the next walk. Held events are bounded by maxPending: when
+   * full, the tree is walked at once (so at most one walk per interval, plus
+   * one per maxPending events of new cgroups).
    */
   whenKnown(id: number, count: () => void): void {
-    if (id === 0 || this.known.has(id) || this.pending.length >= this.maxPending) {
+    if (id === 0 || this.known.has(id)) {
       count();
       return;
     }
     this.heldCount++;
     this.pending.push(count);
+    if (this.pending.length >= this.maxPending) {
+      this.flush();
+      return;
+    }
     if (this.timer !== undefined) return;
     const wait = Math.max(0, this.lastWalk + this.rescanIntervalMs - Date.now());
     // Not keeping the process alive: at exit, held events are not counted, as
