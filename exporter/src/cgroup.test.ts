@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { CgroupResolver, ROOT_SERVICE, UNKNOWN_SERVICE, serviceOf } from './cgroup';
+import { CgroupResolver, ROOT_SERVICE, UNKNOWN_SERVICE, cgroup2Root, serviceOf } from './cgroup';
 import { LabelMapper } from './labels';
 import { SeriesTable } from './series';
 import { waitFor } from './testing/helpers';
@@ -132,5 +132,31 @@ describe('CgroupResolver', () => {
         'file_created_total{otel_metric_overflow="true",otel_scope_name="filewatcher"} 1',
       ],
     );
+  });
+});
+
+describe('cgroup2Root', () => {
+  it('finds the cgroup v2 mount at /sys/fs/cgroup, or at its unified/ on a hybrid host', () => {
+    // What the kernel says is mounted, against what cgroup2Root finds.
+    const mounts = fs
+      .readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .map((l) => l.split(' '))
+      .filter((f) => f[f.indexOf('-') + 1] === 'cgroup2')
+      .map((f) => f[4]);
+    const want = ['/sys/fs/cgroup', '/sys/fs/cgroup/unified'].find((d) => mounts.includes(d));
+    assert.equal(cgroup2Root('/sys/fs/cgroup'), want, `cgroup2 mounts: ${mounts.join(' ')}`);
+  });
+
+  it('finds none in a directory that is not cgroup v2; such a resolver names nothing', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'filewatcher-nocgroup-'));
+    fs.mkdirSync(path.join(dir, 'unified'));
+    assert.equal(cgroup2Root(dir), undefined);
+    const r = new CgroupResolver({ root: undefined });
+    const id = Number(fs.statSync(dir, { bigint: true }).ino);
+    let label = '';
+    r.whenKnown(id, () => (label = r.service(id)));
+    r.flush();
+    assert.equal(label, UNKNOWN_SERVICE);
   });
 });

@@ -72,10 +72,35 @@ function owner(cgroupPath: string): string {
   return boundLabelValue(`/${parts.join('/')}`);
 }
 
+/** CGROUP2_SUPER_MAGIC is statfs(2)'s f_type of a cgroup v2 mount. */
+const CGROUP2_SUPER_MAGIC = 0x63677270;
+
+/**
+ * cgroup2Root is the cgroup v2 mount at root or, on a hybrid host (cgroup v1
+ * controllers at /sys/fs/cgroup, v2 at /sys/fs/cgroup/unified, as systemd
+ * sets up in its hybrid mode), below it at unified/; undefined if neither.
+ * bpf_get_current_cgroup_id() names a cgroup of the v2 hierarchy, and v1
+ * directories' inode numbers would be other cgroups' ids: only v2 is walked.
+ */
+export function cgroup2Root(root: string): string | undefined {
+  for (const dir of [root, path.join(root, 'unified')]) {
+    try {
+      if (fs.statfsSync(dir).type === CGROUP2_SUPER_MAGIC) return dir;
+    } catch {
+      // absent: try the next
+    }
+  }
+  return undefined;
+}
+
 /** CgroupResolverOptions tune how often the tree is walked. */
 export interface CgroupResolverOptions {
-  /** The cgroup v2 mount. @default /sys/fs/cgroup */
-  root?: string;
+  /**
+   * The directory whose tree is walked, as it is: a cgroup v2 mount (see
+   * cgroup2Root, which the exporter uses to find it), or a test's tree.
+   * undefined: no cgroup v2; every event is UNKNOWN_SERVICE.
+   */
+  root: string | undefined;
   /** Least time between two walks of the tree. @default 1000 */
   rescanIntervalMs?: number;
   /** Most ids remembered; beyond, the memory is cleared and rebuilt. @default 65536 */
@@ -107,13 +132,14 @@ export class CgroupResolver {
   private heldCount = 0;
   private pending: Array<() => void> = [];
   private timer: NodeJS.Timeout | undefined;
-  private readonly root: string;
+  /** The tree walked (undefined: none). */
+  readonly root: string | undefined;
   private readonly rescanIntervalMs: number;
   private readonly maxEntries: number;
   private readonly maxPending: number;
 
-  constructor(options: CgroupResolverOptions = {}) {
-    this.root = options.root ?? '/sys/fs/cgroup';
+  constructor(options: CgroupResolverOptions) {
+    this.root = options.root;
     this.rescanIntervalMs = options.rescanIntervalMs ?? 1000;
     this.maxEntries = options.maxEntries ?? 65536;
     this.maxPending = options.maxPending ?? 10_000;
@@ -175,6 +201,7 @@ export class CgroupResolver {
     this.lastWalk = Date.now();
     this.walksDone++;
     if (this.known.size > this.maxEntries) this.known.clear();
+    if (this.root === undefined) return;
     const visit = (dir: string, rel: string): void => {
       let ino: number;
       let entries: fs.Dirent[];

@@ -151,7 +151,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'FILEWATCHER_EXPORTER_CGROUP_ROOT',
     default: '/sys/fs/cgroup',
     arg: 'DIR',
-    help: "the host's cgroup v2 mount, where --service-label looks cgroup ids up",
+    help: "the host's cgroup mount, where --service-label looks cgroup ids up (its unified/ on a hybrid v1+v2 host)",
   },
   {
     flag: 'label-rules',

@@ -3,7 +3,7 @@ import type http from 'node:http';
 import type { ObservableResult } from '@opentelemetry/api';
 import type { Config, LoaderTls } from './config';
 import { boundAddress, closeHttpServer, startHttpServer } from './http';
-import { CgroupResolver } from './cgroup';
+import { CgroupResolver, cgroup2Root } from './cgroup';
 import { boundLabelValue, LabelMapper } from './labels';
 import { loadLabelRules } from './labelrules';
 import type { Logger } from './log';
@@ -37,9 +37,16 @@ export class Exporter {
     const telemetry = createTelemetry(version);
     const { meter } = telemetry;
     const rules = config.labelRulesFile === '' ? [] : loadLabelRules(config.labelRulesFile, config);
-    const cgroups = config.serviceLabel
-      ? new CgroupResolver({ root: config.cgroupRoot })
-      : undefined;
+    let cgroups: CgroupResolver | undefined;
+    if (config.serviceLabel) {
+      const root = cgroup2Root(config.cgroupRoot);
+      if (root === undefined) {
+        log.warn('no cgroup v2 hierarchy: every service label is <unknown>', {
+          cgroup_root: config.cgroupRoot,
+        });
+      }
+      cgroups = new CgroupResolver({ root });
+    }
     const mapper = new LabelMapper({
       pathLabel: config.pathLabel,
       pathDepth: config.pathDepth,
@@ -97,6 +104,7 @@ export class Exporter {
       name_label: config.nameLabel,
       label_rules: rules.length,
       service_label: config.serviceLabel,
+      ...(cgroups !== undefined && { cgroup_root: cgroups.root ?? 'none' }),
       max_series: config.maxSeries,
       series_idle_ttl: config.seriesIdleTtlMs === 0 ? 'never' : `${config.seriesIdleTtlMs}ms`,
       metrics_access: describeAccess(web),
