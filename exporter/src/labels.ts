@@ -95,20 +95,22 @@ export class LabelMapper {
   private pathKey(path: Buffer, flags: number): string {
     const { pathLabel, nameLabel } = this.policy;
     const slash = unresolved(flags) ? -1 : path.lastIndexOf(SLASH);
-    const i = this.ruleIndex(path, slash);
-    if (i >= 0) {
+    // Made once, for the rules and for the key.
+    const whole = this.forRules(path, slash);
+    const i = this.ruleIndex(whole);
+    if (whole !== undefined && i >= 0) {
       // RULE, the rule's number, then what the rule leaves computed: two
       // SEPs, which no other kind of key has.
       const { rule } = this.rules[i];
-      const name = nameLabel && rule.name === undefined ? path.toString('latin1', slash + 1) : '';
+      const name = nameLabel && rule.name === undefined ? whole.slice(slash + 1) : '';
       const dir =
         pathLabel !== 'none' && rule.path === undefined
-          ? path.toString('latin1', 0, this.dirEnd(path, slash))
+          ? whole.slice(0, this.dirEnd(path, slash))
           : '';
       return RULE + String(i) + SEP + name + SEP + dir;
     }
     // The default and hot case: the whole path decides both labels.
-    if (slash >= 0 && pathLabel === 'full' && nameLabel) return path.toString('latin1');
+    if (slash >= 0 && pathLabel === 'full' && nameLabel) return whole ?? path.toString('latin1');
     const name = nameLabel ? path.toString('latin1', slash + 1) : '';
     if (pathLabel === 'none') return name;
     // No directory: marked so that it cannot equal the key of a real directory.
@@ -121,7 +123,7 @@ export class LabelMapper {
     const { pathLabel, nameLabel, service } = this.policy;
     const attributes: Attributes = {};
     const slash = unresolved(flags) ? -1 : path.lastIndexOf(SLASH);
-    const i = this.ruleIndex(path, slash);
+    const i = this.ruleIndex(this.forRules(path, slash));
     const rule: LabelRule | undefined = i >= 0 ? this.rules[i].rule : undefined;
     if (nameLabel) attributes.name = rule?.name ?? pathLabelValue(path.subarray(slash + 1));
     if (pathLabel !== 'none') {
@@ -137,10 +139,17 @@ export class LabelMapper {
     return attributes;
   }
 
-  /** ruleIndex is the index of the first rule that matches a resolved path, or -1. */
-  private ruleIndex(path: Buffer, slash: number): number {
-    if (this.rules.length === 0 || slash < 0) return -1;
-    const whole = path.toString('latin1');
+  /**
+   * forRules is what rules match: a resolved path as latin1 (one character
+   * per byte); undefined when there are no rules or no directory.
+   */
+  private forRules(path: Buffer, slash: number): string | undefined {
+    return this.rules.length > 0 && slash >= 0 ? path.toString('latin1') : undefined;
+  }
+
+  /** ruleIndex is the index of the first rule that matches a path (as latin1), or -1 (none given: -1). */
+  private ruleIndex(whole: string | undefined): number {
+    if (whole === undefined) return -1;
     for (let i = 0; i < this.rules.length; i++) if (this.rules[i].re.test(whole)) return i;
     return -1;
   }
