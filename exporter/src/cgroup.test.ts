@@ -54,7 +54,7 @@ describe('CgroupResolver', () => {
   it('names the cgroup whose directory has the id as its inode number', () => {
     const { root, ino } = tree('system.slice/nginx.service', `system.slice/docker-${ID}.scope`);
     const r = new CgroupResolver({ root });
-    r.whenKnown(ino(''), () => undefined);
+    r.whenKnown(ino(''), undefined, () => undefined);
     r.flush();
     assert.equal(r.service(ino('system.slice/nginx.service')), 'nginx.service');
     assert.equal(r.service(ino(`system.slice/docker-${ID}.scope`)), 'docker:0123456789ab');
@@ -67,8 +67,8 @@ describe('CgroupResolver', () => {
     const { root, ino } = tree('system.slice/a.service');
     const r = new CgroupResolver({ root, rescanIntervalMs: 300 });
     const got: string[] = [];
-    const count = (id: number) => () => got.push(r.service(id));
-    r.whenKnown(ino('system.slice/a.service'), count(ino('system.slice/a.service')));
+    const count = (id: number): number => got.push(r.service(id));
+    r.whenKnown(ino('system.slice/a.service'), ino('system.slice/a.service'), count);
     assert.deepEqual(got, [], 'held for a walk');
     await waitFor('the first walk', () => got.length === 1);
     assert.deepEqual(got, ['a.service']);
@@ -76,8 +76,8 @@ describe('CgroupResolver', () => {
     fs.mkdirSync(path.join(root, 'system.slice/b.service'));
     const b = ino('system.slice/b.service');
     const t0 = Date.now();
-    r.whenKnown(b, count(b));
-    r.whenKnown(b, count(b));
+    r.whenKnown(b, b, count);
+    r.whenKnown(b, b, count);
     await waitFor('the second walk', () => got.length === 3);
     assert.ok(Date.now() - t0 >= 200, 'not before the interval');
     assert.deepEqual(got, ['a.service', 'b.service', 'b.service']);
@@ -85,11 +85,11 @@ describe('CgroupResolver', () => {
     assert.equal(r.held, 3);
     // Gone from the tree: still known (a cgroup id is never reused), at once.
     fs.rmdirSync(path.join(root, 'system.slice/b.service'));
-    r.whenKnown(b, count(b));
+    r.whenKnown(b, b, count);
     assert.deepEqual(got.slice(3), ['b.service']);
     // An id no walk finds is counted after the walk, as <unknown>; 0 at once.
-    r.whenKnown(424242424242, count(424242424242));
-    r.whenKnown(0, count(0));
+    r.whenKnown(424242424242, 424242424242, count);
+    r.whenKnown(0, 0, count);
     assert.deepEqual(got.slice(4), [UNKNOWN_SERVICE]);
     await waitFor('the third walk', () => got.length === 6);
     assert.deepEqual(got.slice(5), [UNKNOWN_SERVICE]);
@@ -100,9 +100,9 @@ describe('CgroupResolver', () => {
     const r = new CgroupResolver({ root, maxPending: 3, rescanIntervalMs: 60_000 });
     const a = ino('system.slice/a.service');
     const got: string[] = [];
-    for (let i = 0; i < 2; i++) r.whenKnown(a, () => got.push(r.service(a)));
+    for (let i = 0; i < 2; i++) r.whenKnown(a, a, (id) => got.push(r.service(id)));
     assert.equal(got.length, 0, 'held');
-    r.whenKnown(a, () => got.push(r.service(a)));
+    r.whenKnown(a, a, (id) => got.push(r.service(id)));
     assert.deepEqual(got, ['a.service', 'a.service', 'a.service'], 'the third walked at once');
     assert.equal(r.walks, 1);
   });
@@ -110,7 +110,7 @@ describe('CgroupResolver', () => {
   it('gives file_created_total a service label, within the cap', () => {
     const { root, ino } = tree('system.slice/nginx.service', 'system.slice/cron.service');
     const r = new CgroupResolver({ root });
-    r.whenKnown(ino(''), () => undefined);
+    r.whenKnown(ino(''), undefined, () => undefined);
     r.flush();
     const t = new SeriesTable(
       new LabelMapper({ pathLabel: 'full', pathDepth: 3, nameLabel: true, service: r.service }),
@@ -155,7 +155,7 @@ describe('cgroup2Root', () => {
     const r = new CgroupResolver({ root: undefined });
     const id = Number(fs.statSync(dir, { bigint: true }).ino);
     let label = '';
-    r.whenKnown(id, () => (label = r.service(id)));
+    r.whenKnown(id, id, (i) => (label = r.service(i)));
     r.flush();
     assert.equal(label, UNKNOWN_SERVICE);
   });

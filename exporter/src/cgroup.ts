@@ -152,19 +152,20 @@ export class CgroupResolver {
   service = (id: number): string => this.known.get(id) ?? UNKNOWN_SERVICE;
 
   /**
-   * whenKnown runs count once id's service is known, or once a walk has not
-   * found it: at once for an id already known (or 0, which no cgroup has),
-   * else after the next walk. Held events are bounded by maxPending: when
+   * whenKnown runs count(item) once id's service is known, or once a walk
+   * has not found it: at once for an id already known (or 0, which no cgroup
+   * has), else after the next walk. Taking item rather than a closure keeps
+   * the per-event path (ids already known) free of allocations. Held events are bounded by maxPending: when
    * full, the tree is walked at once (so at most one walk per interval, plus
    * one per maxPending events of new cgroups).
    */
-  whenKnown(id: number, count: () => void): void {
+  whenKnown<T>(id: number, item: T, count: (item: T) => void): void {
     if (id === 0 || this.known.has(id)) {
-      count();
+      count(item);
       return;
     }
     this.heldCount++;
-    this.pending.push(count);
+    this.pending.push(() => count(item));
     if (this.pending.length >= this.maxPending) {
       this.flush();
       return;

@@ -58,6 +58,9 @@ export class Exporter {
       limit: config.maxSeries,
       idleTtlMs: config.seriesIdleTtlMs,
     });
+    // Read the clock per event: held events are counted later than their batch.
+    const recordWithService = (e: { path: Buffer; flags: number; cgroup_id: number }): void =>
+      series.record(e.path, e.flags, Date.now(), e.cgroup_id);
     const stream = new LoaderStream({
       target: config.loader.target,
       tls: readLoaderTls(config.loaderTls),
@@ -76,11 +79,7 @@ export class Exporter {
           return;
         }
         // Events of cgroups not seen yet wait for the next walk of the tree.
-        for (const e of events) {
-          cgroups.whenKnown(e.cgroup_id, () =>
-            series.record(e.path, e.flags, Date.now(), e.cgroup_id),
-          );
-        }
+        for (const e of events) cgroups.whenKnown(e.cgroup_id, e, recordWithService);
       },
     });
     registerObservables(telemetry, stream, series, cgroups);
