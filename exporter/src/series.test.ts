@@ -21,6 +21,15 @@ class Clock {
   read = (): number => this.now;
 }
 
+/** clocked is a table of the full policy on a simulated clock. */
+function clocked(limit: number, idleTtlMs: number): { t: SeriesTable; clock: Clock } {
+  const clock = new Clock();
+  return {
+    t: new SeriesTable(new LabelMapper(FULL), { limit, idleTtlMs, clock: clock.read }),
+    clock,
+  };
+}
+
 /** exposition is the whole text of file_created_total. */
 function exposition(t: SeriesTable, chunkBytes?: number): string {
   return [...t.chunks(chunkBytes)].join('');
@@ -226,12 +235,7 @@ describe('SeriesTable', () => {
   });
 
   it('expires series idle for the TTL once scraped, and keeps the active ones', () => {
-    const clock = new Clock();
-    const t = new SeriesTable(new LabelMapper(FULL), {
-      limit: 10,
-      idleTtlMs: 60_000,
-      clock: clock.read,
-    });
+    const { t, clock } = clocked(10, 60_000);
     t.record(Buffer.from('/old/a'), 0, clock.now);
     clock.now = 30_000;
     t.record(Buffer.from('/old/b'), 0, clock.now);
@@ -252,12 +256,7 @@ describe('SeriesTable', () => {
   });
 
   it('after the cap was reached, paths created now get their own series while idle ones expire', () => {
-    const clock = new Clock();
-    const t = new SeriesTable(new LabelMapper(FULL), {
-      limit: 100,
-      idleTtlMs: 3_600_000,
-      clock: clock.read,
-    });
+    const { t, clock } = clocked(100, 3_600_000);
     // The first hour fills the cap many times over.
     for (let i = 0; i < 10_000; i++) {
       clock.now = i * 360;
@@ -278,12 +277,10 @@ describe('SeriesTable', () => {
   it('accounts for every event: each count a scrape saw last, plus overflow (randomized)', () => {
     for (const seed of [1, 2, 3, 4, 5]) {
       const rand = seededRandom(seed);
-      const clock = new Clock();
-      const t = new SeriesTable(new LabelMapper(FULL), {
-        limit: 1 + Math.floor(rand() * 20),
-        idleTtlMs: rand() < 0.3 ? 0 : 1 + Math.floor(rand() * 5000),
-        clock: clock.read,
-      });
+      const { t, clock } = clocked(
+        1 + Math.floor(rand() * 20),
+        rand() < 0.3 ? 0 : 1 + Math.floor(rand() * 5000),
+      );
       const universe = 1 + Math.floor(rand() * 60);
       // What a scraper learns: the last value of each series, and the final
       // value of each that left the exposition.
