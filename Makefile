@@ -81,7 +81,8 @@ kmod-if-headers:
 
 .PHONY: generate
 generate: ## regenerate the eBPF object (bpf2go), protobuf Go code and TypeScript types (needs clang, protoc)
-	$(GO) generate ./loader-go/... ./proto/...
+	$(GO) generate ./loader-go/...
+	proto/generate.sh
 	npm run --silent gen:types
 
 .PHONY: insmod

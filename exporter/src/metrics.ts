@@ -40,6 +40,7 @@ export interface StreamMetrics {
   /** The loader's own loss counters (all subscribers), accumulated across loader runs. */
   loaderEventsLost: Counter;
   loaderPathUnresolved: Counter;
+  loaderOpensMissed: Counter;
   eventsFiltered: Counter;
   reconnects: Counter;
   streamEnds: Counter;
@@ -63,11 +64,15 @@ export function createStreamMetrics(meter: Meter): StreamMetrics {
     ),
     eventsLost: counter(
       'filewatcher_exporter_events_lost_total',
-      'Events this exporter will never receive, by reason: gaps reported by the loader (ringbuf_full, kprobe_missed, subscriber_overflow, replay_expired, read_error) or sequence_gap, found from sequence numbers.',
+      'Events this exporter will never receive, by reason: gaps reported by the loader (ringbuf_full, read_error, program_skipped, subscriber_overflow, replay_expired; kprobe_missed only from older loaders) or sequence_gap, found from sequence numbers.',
     ),
     loaderEventsLost: counter(
       'filewatcher_loader_events_lost_total',
       "The loader's own loss counters (all subscribers), summed over loader runs, by reason.",
+    ),
+    loaderOpensMissed: counter(
+      'filewatcher_loader_opens_missed_total',
+      "Calls of the open function the loader's probe missed (kretprobe misses, or skipped runs of the eBPF-only probe), summed over loader runs: an upper bound on creations missed, not events lost (most opens create nothing).",
     ),
     loaderPathUnresolved: counter(
       'filewatcher_loader_path_unresolved_events_total',

@@ -343,6 +343,8 @@ export class LoaderStream {
         const d = this.loss.delta(field, loss[field]);
         if (d > 0) m.loaderEventsLost.add(d, { reason });
       }
+      const missed = this.loss.delta('kprobe_missed', loss.kprobe_missed);
+      if (missed > 0) m.loaderOpensMissed.add(missed);
       const unresolved = this.loss.delta('path_unresolved', loss.path_unresolved);
       if (unresolved > 0) m.loaderPathUnresolved.add(unresolved);
     }

@@ -16,10 +16,10 @@ import (
 )
 
 const (
-	overflow      = pb.GapReason_GAP_REASON_SUBSCRIBER_OVERFLOW
-	ringbufFull   = pb.GapReason_GAP_REASON_RINGBUF_FULL
-	kprobeMissed  = pb.GapReason_GAP_REASON_KPROBE_MISSED
-	replayExpired = pb.GapReason_GAP_REASON_REPLAY_EXPIRED
+	overflow       = pb.GapReason_GAP_REASON_SUBSCRIBER_OVERFLOW
+	ringbufFull    = pb.GapReason_GAP_REASON_RINGBUF_FULL
+	programSkipped = pb.GapReason_GAP_REASON_PROGRAM_SKIPPED
+	replayExpired  = pb.GapReason_GAP_REASON_REPLAY_EXPIRED
 )
 
 // events makes n events whose paths are "/p<i>".
@@ -146,7 +146,7 @@ func TestSequencesAndGaps(t *testing.T) {
 	defer s.Close()
 	h.Publish(events(3))
 	h.PublishGap(ringbufFull, 2)
-	h.PublishGap(kprobeMissed, 1)
+	h.PublishGap(programSkipped, 1)
 	h.Publish(events(2))
 	if got := h.LastSequence(); got != 8 {
 		t.Fatalf("last sequence = %d, want 8", got)
@@ -158,14 +158,14 @@ func TestSequencesAndGaps(t *testing.T) {
 	}
 	wantGaps := []*pb.Gap{
 		{FirstSequence: 4, LastSequence: 5, Reason: ringbufFull},
-		{FirstSequence: 6, LastSequence: 6, Reason: kprobeMissed},
+		{FirstSequence: 6, LastSequence: 6, Reason: programSkipped},
 	}
 	if fmt.Sprint(r.gaps) != fmt.Sprint(wantGaps) {
 		t.Errorf("gaps = %v, want %v", r.gaps, wantGaps)
 	}
 	var loss pb.LossCounters
 	h.Loss(&loss)
-	if loss.RingbufFull != 2 || loss.KprobeMissed != 1 || loss.SubscriberDropped != 0 {
+	if loss.RingbufFull != 2 || loss.ProgramSkipped != 1 || loss.SubscriberDropped != 0 {
 		t.Errorf("loss = %v", &loss)
 	}
 }
@@ -342,7 +342,7 @@ func TestStalledQueueStaysBounded(t *testing.T) {
 			h.Publish(events(7))
 			h.PublishGap(ringbufFull, 3)
 			if i%3 == 0 {
-				h.PublishGap(kprobeMissed, 1)
+				h.PublishGap(programSkipped, 1)
 			}
 		}
 		// 100 events in at most 100 event items, and gap runs between them
@@ -359,8 +359,8 @@ func TestStalledQueueStaysBounded(t *testing.T) {
 		if got := gapSum(r, ringbufFull); got != loss.RingbufFull || got != 300_000 {
 			t.Errorf("%v: ringbuf_full gaps %d, hub %d, want 300000", p, got, loss.RingbufFull)
 		}
-		if got := gapSum(r, kprobeMissed); got != loss.KprobeMissed || got != 33_334 {
-			t.Errorf("%v: kprobe_missed gaps %d, hub %d, want 33334", p, got, loss.KprobeMissed)
+		if got := gapSum(r, programSkipped); got != loss.ProgramSkipped || got != 33_334 {
+			t.Errorf("%v: program_skipped gaps %d, hub %d, want 33334", p, got, loss.ProgramSkipped)
 		}
 		if got := gapSum(r, overflow); got != s.Status().Dropped || got != 700_000-100 {
 			t.Errorf("%v: overflow gaps %d, dropped %d, want %d", p, got, s.Status().Dropped, 700_000-100)
@@ -385,7 +385,7 @@ func TestGapsCountTowardsMessageSize(t *testing.T) {
 	for i := range uint64(n) {
 		reason := ringbufFull
 		if i%2 == 1 {
-			reason = kprobeMissed
+			reason = programSkipped
 		}
 		s.q.items.pushBack(item{gapFirst: i + 1, gapLast: i + 1, gapReason: reason})
 	}
@@ -670,8 +670,8 @@ func TestAccountingRandomized(t *testing.T) {
 		if got := gapSum(r, overflow); got != st.Dropped {
 			t.Errorf("subscriber %d: overflow gaps %d, dropped %d", i, got, st.Dropped)
 		}
-		if got := gapSum(r, ringbufFull) + gapSum(r, kprobeMissed); got != loss.RingbufFull+loss.KprobeMissed {
-			t.Errorf("subscriber %d: kernel gaps %d, want %d", i, got, loss.RingbufFull+loss.KprobeMissed)
+		if got := gapSum(r, ringbufFull) + gapSum(r, programSkipped); got != loss.RingbufFull+loss.ProgramSkipped {
+			t.Errorf("subscriber %d: kernel gaps %d, want %d", i, got, loss.RingbufFull+loss.ProgramSkipped)
 		}
 		dropped += st.Dropped
 	}

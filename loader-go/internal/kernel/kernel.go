@@ -32,7 +32,12 @@ import (
 // Sink receives events and losses; *hub.Hub is one.
 type Sink interface {
 	Publish(events []*pb.FileCreatedEvent)
+	// PublishGap reports n events lost: they consume sequence numbers.
 	PublishGap(reason pb.GapReason, n uint64)
+	// CountMissedOpens reports n calls of the open function the probe
+	// missed. Most opens create nothing, so these are an upper bound on
+	// creations missed, not events: they consume no sequence numbers.
+	CountMissedOpens(n uint64)
 }
 
 // Probe is the kernel side that sees file creations.
@@ -490,7 +495,7 @@ func (s *Source) poll(sink Sink) {
 	}
 	sink.PublishGap(pb.GapReason_GAP_REASON_RINGBUF_FULL, delta(now.ringbufFull(), s.last.ringbufFull()))
 	sink.PublishGap(pb.GapReason_GAP_REASON_READ_ERROR, delta(now.readErrors, s.last.readErrors))
-	sink.PublishGap(pb.GapReason_GAP_REASON_KPROBE_MISSED, delta(now.kprobeMissed, s.last.kprobeMissed))
+	sink.CountMissedOpens(delta(now.kprobeMissed, s.last.kprobeMissed))
 	sink.PublishGap(pb.GapReason_GAP_REASON_PROGRAM_SKIPPED, delta(now.programSkipped, s.last.programSkipped))
 	s.last = now
 	s.status.Store(&now)

@@ -129,6 +129,8 @@ func (s *simSink) PublishGap(reason pb.GapReason, n uint64) {
 	}
 }
 
+func (s *simSink) CountMissedOpens(uint64) {}
+
 func runSim(t *testing.T, r *simRing) *simSink {
 	t.Helper()
 	s := &Source{log: slog.New(slog.DiscardHandler), records: r, readLosses: r.readLosses, timeNow: r.now}

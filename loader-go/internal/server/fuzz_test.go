@@ -123,7 +123,7 @@ func runSubscription(t *testing.T, opts hub.SubscribeOptions) {
 	}
 	defer s.Close()
 	h.Publish(mixedEvents(200))
-	h.PublishGap(pb.GapReason_GAP_REASON_KPROBE_MISSED, 3)
+	h.PublishGap(pb.GapReason_GAP_REASON_PROGRAM_SKIPPED, 3)
 	h.Close() // Next sends what is queued at once, then ErrClosed
 	var m hub.Message
 	for range 1000 {

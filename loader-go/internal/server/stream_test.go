@@ -210,18 +210,18 @@ func TestGapsAndResume(t *testing.T) {
 	defer cancel()
 
 	stream, startSeq := subscribe(t, ctx, c, &pb.SubscribeRequest{MaxBatchDelayMs: 1})
-	h.Publish(mixedEvents(30))                             // 1-30
-	h.PublishGap(pb.GapReason_GAP_REASON_RINGBUF_FULL, 5)  // 31-35
-	h.PublishGap(pb.GapReason_GAP_REASON_KPROBE_MISSED, 2) // 36-37
-	h.Publish(mixedEvents(80))                             // 38-117: 50 fit the queue
-	h.PublishGap(pb.GapReason_GAP_REASON_READ_ERROR, 1)    // 118
+	h.Publish(mixedEvents(30))                               // 1-30
+	h.PublishGap(pb.GapReason_GAP_REASON_RINGBUF_FULL, 5)    // 31-35
+	h.PublishGap(pb.GapReason_GAP_REASON_PROGRAM_SKIPPED, 2) // 36-37
+	h.Publish(mixedEvents(80))                               // 38-117: 50 fit the queue
+	h.PublishGap(pb.GapReason_GAP_REASON_READ_ERROR, 1)      // 118
 	tl := read(t, stream, startSeq, h.LastSequence(), false)
 	if uint64(len(tl.events))+tl.gapped != h.LastSequence() {
 		t.Fatalf("%d delivered + %d gapped != %d created", len(tl.events), tl.gapped, h.LastSequence())
 	}
 	wantGaps := map[pb.GapReason]uint64{
 		pb.GapReason_GAP_REASON_RINGBUF_FULL:        5,
-		pb.GapReason_GAP_REASON_KPROBE_MISSED:       2,
+		pb.GapReason_GAP_REASON_PROGRAM_SKIPPED:     2,
 		pb.GapReason_GAP_REASON_SUBSCRIBER_OVERFLOW: 60, // 30 + 80 events into a queue of 50
 		pb.GapReason_GAP_REASON_READ_ERROR:          1,
 	}

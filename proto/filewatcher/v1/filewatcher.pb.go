@@ -106,11 +106,12 @@ const (
 	GapReason_GAP_REASON_UNSPECIFIED GapReason = 0
 	// The kernel ring buffer was full; the BPF program could not write events.
 	GapReason_GAP_REASON_RINGBUF_FULL GapReason = 1
-	// The probe missed calls of the open function: the module's kretprobe
-	// (maxactive too small, or another kprobe running), or a run of the
-	// eBPF-only probe's programs the kernel skipped because another BPF
-	// program was running on that CPU. Each miss was an open that may or may
-	// not have created a file, so this is an upper bound.
+	// No longer sent. Missed calls of the open function are counted in
+	// LossCounters.kprobe_missed instead: each was an open that may or may not
+	// have created a file (most opens create nothing), so they are an upper
+	// bound on creations missed, not events, and consume no sequence numbers.
+	// Loaders before that change numbered each miss as a lost event; clients
+	// still accept the value.
 	GapReason_GAP_REASON_KPROBE_MISSED GapReason = 2
 	// This subscriber's queue overflowed.
 	GapReason_GAP_REASON_SUBSCRIBER_OVERFLOW GapReason = 3
@@ -702,8 +703,12 @@ type LossCounters struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Events the BPF program could not write to the ring buffer (all CPUs).
 	RingbufFull uint64 `protobuf:"varint,1,opt,name=ringbuf_full,json=ringbufFull,proto3" json:"ringbuf_full,omitempty"`
-	// Missed calls of the open function (GAP_REASON_KPROBE_MISSED): the
-	// module's kretprobe misses, or the eBPF-only probe's skipped runs.
+	// Calls of the open function the probe missed: the module's kretprobe
+	// misses (maxactive too small, or another kprobe running on that CPU), or
+	// runs of the eBPF-only probe's programs the kernel skipped (another BPF
+	// program running on that CPU). An upper bound on creations missed, not a
+	// count of lost events: these consume no sequence numbers and no Gap
+	// reports them.
 	KprobeMissed uint64 `protobuf:"varint,2,opt,name=kprobe_missed,json=kprobeMissed,proto3" json:"kprobe_missed,omitempty"`
 	// Events the BPF program could not read from the tracepoint.
 	ReadErrors uint64 `protobuf:"varint,3,opt,name=read_errors,json=readErrors,proto3" json:"read_errors,omitempty"`

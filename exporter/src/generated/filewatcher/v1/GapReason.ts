@@ -14,11 +14,12 @@ export const GapReason = {
    */
   GAP_REASON_RINGBUF_FULL: 1,
   /**
-   * The probe missed calls of the open function: the module's kretprobe
-   * (maxactive too small, or another kprobe running), or a run of the
-   * eBPF-only probe's programs the kernel skipped because another BPF
-   * program was running on that CPU. Each miss was an open that may or may
-   * not have created a file, so this is an upper bound.
+   * No longer sent. Missed calls of the open function are counted in
+   * LossCounters.kprobe_missed instead: each was an open that may or may not
+   * have created a file (most opens create nothing), so they are an upper
+   * bound on creations missed, not events, and consume no sequence numbers.
+   * Loaders before that change numbered each miss as a lost event; clients
+   * still accept the value.
    */
   GAP_REASON_KPROBE_MISSED: 2,
   /**
@@ -57,11 +58,12 @@ export type GapReason =
   | 'GAP_REASON_RINGBUF_FULL'
   | 1
   /**
-   * The probe missed calls of the open function: the module's kretprobe
-   * (maxactive too small, or another kprobe running), or a run of the
-   * eBPF-only probe's programs the kernel skipped because another BPF
-   * program was running on that CPU. Each miss was an open that may or may
-   * not have created a file, so this is an upper bound.
+   * No longer sent. Missed calls of the open function are counted in
+   * LossCounters.kprobe_missed instead: each was an open that may or may not
+   * have created a file (most opens create nothing), so they are an upper
+   * bound on creations missed, not events, and consume no sequence numbers.
+   * Loaders before that change numbered each miss as a lost event; clients
+   * still accept the value.
    */
   | 'GAP_REASON_KPROBE_MISSED'
   | 2

@@ -12,8 +12,12 @@ export interface LossCounters {
    */
   ringbuf_full?: number | string | Long;
   /**
-   * Missed calls of the open function (GAP_REASON_KPROBE_MISSED): the
-   * module's kretprobe misses, or the eBPF-only probe's skipped runs.
+   * Calls of the open function the probe missed: the module's kretprobe
+   * misses (maxactive too small, or another kprobe running on that CPU), or
+   * runs of the eBPF-only probe's programs the kernel skipped (another BPF
+   * program running on that CPU). An upper bound on creations missed, not a
+   * count of lost events: these consume no sequence numbers and no Gap
+   * reports them.
    */
   kprobe_missed?: number | string | Long;
   /**
@@ -45,8 +49,12 @@ export interface LossCounters__Output {
    */
   ringbuf_full: number;
   /**
-   * Missed calls of the open function (GAP_REASON_KPROBE_MISSED): the
-   * module's kretprobe misses, or the eBPF-only probe's skipped runs.
+   * Calls of the open function the probe missed: the module's kretprobe
+   * misses (maxactive too small, or another kprobe running on that CPU), or
+   * runs of the eBPF-only probe's programs the kernel skipped (another BPF
+   * program running on that CPU). An upper bound on creations missed, not a
+   * count of lost events: these consume no sequence numbers and no Gap
+   * reports them.
    */
   kprobe_missed: number;
   /**
