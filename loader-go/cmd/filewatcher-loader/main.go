@@ -104,7 +104,8 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	if err != nil {
 		return err
 	}
-	h := hub.New(runID, hub.Options{QueueSize: cfg.QueueSize, ReplaySize: cfg.ReplaySize})
+	h := hub.New(runID, hub.Options{QueueSize: cfg.QueueSize, QueueBytes: cfg.QueueBytes,
+		ReplaySize: cfg.ReplaySize, ReplayBytes: cfg.ReplayBytes})
 	src, err := openSource(cfg, h, log)
 	if err != nil {
 		return err
@@ -144,9 +145,11 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	}
 	gs := grpc.NewServer(opts...)
 	server.New(h, server.Options{
-		Version:        version,
-		MaxSubscribers: cfg.MaxSubscribers,
-		Status:         append(src.status, guard),
+		Version:               version,
+		MaxSubscribers:        cfg.MaxSubscribers,
+		MaxSubscribersPerPeer: cfg.MaxSubscribersPerPeer,
+		StallTimeout:          cfg.StallTimeout,
+		Status:                append(src.status, guard),
 	}).Register(gs)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)

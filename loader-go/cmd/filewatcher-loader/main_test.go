@@ -213,7 +213,7 @@ func TestExitCodes(t *testing.T) {
 // hub, gRPC over loopback TCP and a real client; ns/op is per event
 // received, and both sides run in this process.
 func BenchmarkEndToEnd(b *testing.B) {
-	addr, _ := loader(b, "--source=synthetic", "--rate=0", "--listen=127.0.0.1:0", "--log-level=error", "--subscriber-queue-size=1000000")
+	addr, _ := loader(b, "--source=synthetic", "--rate=0", "--listen=127.0.0.1:0", "--log-level=error", "--subscriber-queue-size=1000000", "--subscriber-queue-bytes=1000000000")
 	conn := dial(b, addr)
 	stream, err := pb.NewEventServiceClient(conn).Subscribe(context.Background(), &pb.SubscribeRequest{})
 	if err != nil {

@@ -2,7 +2,9 @@ package access
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -177,6 +179,30 @@ func Describe(p *peer.Peer) string {
 		return s
 	}
 	return p.Addr.Network() + ":" + p.Addr.String()
+}
+
+// Identity is who p is for per-peer limits: "uid=U" for a unix socket peer
+// (every process of a user is one peer), the first identity of a verified
+// client certificate (see Identities) under mutual TLS, else the client's IP
+// address without its port.
+func Identity(p *peer.Peer) string {
+	if p == nil || p.Addr == nil {
+		return "unknown"
+	}
+	switch a := p.AuthInfo.(type) {
+	case PeerCred:
+		return fmt.Sprintf("uid=%d", a.UID)
+	case credentials.TLSInfo:
+		if chains := a.State.VerifiedChains; len(chains) > 0 && len(chains[0]) > 0 {
+			if ids := Identities(chains[0][0]); len(ids) > 0 {
+				return "cert=" + ids[0]
+			}
+		}
+	}
+	if host, _, err := net.SplitHostPort(p.Addr.String()); err == nil {
+		return "ip=" + host
+	}
+	return p.Addr.Network() + "=" + p.Addr.String()
 }
 
 // limiter lets one log line through per logInterval and counts the rest.

@@ -17,6 +17,7 @@ import (
 	"github.com/filewatcher/filewatcher/loader-go/internal/access"
 	"github.com/filewatcher/filewatcher/loader-go/internal/hub"
 	"github.com/filewatcher/filewatcher/loader-go/internal/listen"
+	"github.com/filewatcher/filewatcher/loader-go/internal/server"
 	"github.com/filewatcher/filewatcher/loader-go/internal/synthetic"
 )
 
@@ -27,10 +28,7 @@ const EnvPrefix = "FILEWATCHER_"
 const (
 	DefaultListen      = "unix:///run/filewatcher/loader.sock"
 	DefaultRingbufSize = 16 << 20
-	// DefaultMaxSubscribers bounds concurrent streams: each costs a queue
-	// and a goroutine.
-	DefaultMaxSubscribers = 64
-	MaxRingbufSize        = 1 << 30
+	MaxRingbufSize     = 1 << 30
 )
 
 // Sources.
@@ -65,6 +63,8 @@ type Config struct {
 	// off loopback.
 	AllowTLSWithoutClientCert bool
 	MaxSubscribers            int
+	MaxSubscribersPerPeer     int
+	StallTimeout              time.Duration
 	Source                    string
 	Probe                     string
 	Module                    string
@@ -74,7 +74,9 @@ type Config struct {
 	SyntheticDirs             int
 	SyntheticNames            int
 	QueueSize                 int
+	QueueBytes                int
 	ReplaySize                int
+	ReplayBytes               int
 	ShutdownTimeout           time.Duration
 	LogLevel                  slog.Level
 	LogFormat                 string
@@ -97,7 +99,9 @@ func Parse(args []string, getenv func(string) string, usage io.Writer) (Config, 
 	fs.StringVar(&c.TLSClientCA, "tls-client-ca", "", "PEM CA certificates: require client certificates signed by them (mutual TLS)")
 	fs.Var(&c.TLSAllowClients, "tls-allow-clients", "identities (comma-separated) admitted under mutual TLS: a client certificate's DNS, IP, email or URI subject alternative name, or its subject CN (default: any certificate --tls-client-ca signed)")
 	fs.BoolVar(&c.AllowTLSWithoutClientCert, "allow-tls-without-client-cert", false, "allow TLS without --tls-client-ca on a non-loopback address: anyone who reaches it reads every path (logged as INSECURE)")
-	fs.IntVar(&c.MaxSubscribers, "max-subscribers", DefaultMaxSubscribers, "concurrent Subscribe streams allowed; more get RESOURCE_EXHAUSTED")
+	fs.IntVar(&c.MaxSubscribers, "max-subscribers", server.DefaultMaxSubscribers, "concurrent Subscribe streams allowed; more get RESOURCE_EXHAUSTED")
+	fs.IntVar(&c.MaxSubscribersPerPeer, "max-subscribers-per-peer", server.DefaultMaxSubscribersPerPeer, "concurrent Subscribe streams allowed per peer (a unix socket user, a client certificate, else an IP address); more get RESOURCE_EXHAUSTED")
+	fs.DurationVar(&c.StallTimeout, "stall-timeout", server.DefaultStallTimeout, "end a stream (RESOURCE_EXHAUSTED) whose client has left a message unread this long, freeing its queue; 0: never")
 	fs.StringVar(&c.Source, "source", SourceKernel, "event source: kernel or synthetic")
 	fs.StringVar(&c.Probe, "probe", ProbeAuto, "what sees the creations: kmod (the kernel module), bpf (the eBPF-only probe, no module) or auto (the module where it loads and fits the kernel, else bpf)")
 	fs.StringVar(&c.Module, "module", "", "kernel module (.ko) to load; empty: use the loaded module")
@@ -110,7 +114,9 @@ func Parse(args []string, getenv func(string) string, usage io.Writer) (Config, 
 	fs.IntVar(&c.SyntheticDirs, "synthetic-dirs", synthetic.DefaultDirs, "directories in the synthetic path mix")
 	fs.IntVar(&c.SyntheticNames, "synthetic-names", synthetic.DefaultNames, "file names in the synthetic path mix")
 	fs.IntVar(&c.QueueSize, "subscriber-queue-size", hub.DefaultQueueSize, "events queued per subscriber before its overflow policy applies")
+	fs.IntVar(&c.QueueBytes, "subscriber-queue-bytes", hub.DefaultQueueBytes, "memory the events queued per subscriber may pin, in bytes (each event counts 2 x (path + comm) + 256) before its overflow policy applies")
 	fs.IntVar(&c.ReplaySize, "replay-buffer-size", hub.DefaultReplaySize, "recent events kept for resuming subscribers (0: no replay)")
+	fs.IntVar(&c.ReplayBytes, "replay-buffer-bytes", hub.DefaultReplayBytes, "memory the replay buffer's events may pin, in bytes (counted as for --subscriber-queue-bytes)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 5*time.Second, "how long a graceful shutdown may take before streams are cut")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
@@ -177,6 +183,14 @@ func (c *Config) validate() error {
 		return fmt.Errorf("--shutdown-timeout %v: must be positive", c.ShutdownTimeout)
 	case c.MaxSubscribers < 1:
 		return fmt.Errorf("--max-subscribers %d: must be at least 1", c.MaxSubscribers)
+	case c.MaxSubscribersPerPeer < 1:
+		return fmt.Errorf("--max-subscribers-per-peer %d: must be at least 1", c.MaxSubscribersPerPeer)
+	case c.StallTimeout < 0:
+		return fmt.Errorf("--stall-timeout %v: must not be negative (0 disables it)", c.StallTimeout)
+	case c.QueueBytes < hub.MinBudgetBytes:
+		return fmt.Errorf("--subscriber-queue-bytes %d: must be at least %d (a few events of PATH_MAX paths)", c.QueueBytes, hub.MinBudgetBytes)
+	case c.ReplayBytes < hub.MinBudgetBytes:
+		return fmt.Errorf("--replay-buffer-bytes %d: must be at least %d (--replay-buffer-size 0 disables replay)", c.ReplayBytes, hub.MinBudgetBytes)
 	}
 	return c.validateAccess()
 }

@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/filewatcher/filewatcher/loader-go/internal/hub"
+	"github.com/filewatcher/filewatcher/loader-go/internal/server"
 )
 
 func env(m map[string]string) func(string) string {
@@ -19,7 +22,9 @@ func TestDefaults(t *testing.T) {
 	}
 	if c.Listen != DefaultListen || c.Source != SourceKernel || c.Probe != ProbeAuto || c.RingbufSize != 16<<20 ||
 		c.LogLevel != slog.LevelInfo || c.LogFormat != "text" || c.ShutdownTimeout != 5*time.Second ||
-		c.MaxSubscribers != DefaultMaxSubscribers || len(c.AllowUIDs) != 0 || c.SocketGroup != "" {
+		c.MaxSubscribers != server.DefaultMaxSubscribers || len(c.AllowUIDs) != 0 || c.SocketGroup != "" ||
+		c.MaxSubscribersPerPeer != server.DefaultMaxSubscribersPerPeer || c.StallTimeout != time.Minute ||
+		c.QueueBytes != hub.DefaultQueueBytes || c.ReplayBytes != hub.DefaultReplayBytes {
 		t.Errorf("defaults = %+v", c)
 	}
 }
@@ -42,6 +47,11 @@ func TestFlagsAndEnv(t *testing.T) {
 		{"log level env", nil, map[string]string{"FILEWATCHER_LOG_LEVEL": "warn"},
 			func(c Config) bool { return c.LogLevel == slog.LevelWarn }},
 		{"probe", []string{"--probe", "bpf"}, nil, func(c Config) bool { return c.Probe == ProbeBPF }},
+		{"bounds", []string{"--stall-timeout=0", "--subscriber-queue-bytes=1048576", "--max-subscribers-per-peer=2"},
+			map[string]string{"FILEWATCHER_REPLAY_BUFFER_BYTES": "65536"},
+			func(c Config) bool {
+				return c.StallTimeout == 0 && c.QueueBytes == 1<<20 && c.MaxSubscribersPerPeer == 2 && c.ReplayBytes == 65536
+			}},
 		{"probe env", nil, map[string]string{"FILEWATCHER_PROBE": "kmod"}, func(c Config) bool { return c.Probe == ProbeKmod }},
 		{"synthetic", []string{"--source", "synthetic", "--rate", "0", "--synthetic-dirs", "3"}, nil,
 			func(c Config) bool { return c.Source == SourceSynthetic && c.Rate == 0 && c.SyntheticDirs == 3 }},
@@ -88,6 +98,10 @@ func TestInvalid(t *testing.T) {
 		{nil, map[string]string{"FILEWATCHER_FORCE": "true"}, "FILEWATCHER_FORCE=\"true\": --force was removed"},
 		{[]string{"--force"}, nil, "--force was removed: the loader no longer loads a module built for another kernel"},
 		{[]string{"--max-subscribers", "0"}, nil, "--max-subscribers"},
+		{[]string{"--max-subscribers-per-peer", "0"}, nil, "--max-subscribers-per-peer 0: must be at least 1"},
+		{[]string{"--stall-timeout", "-1s"}, nil, "--stall-timeout -1s: must not be negative"},
+		{[]string{"--subscriber-queue-bytes", "1000"}, nil, "--subscriber-queue-bytes 1000: must be at least 65536"},
+		{nil, map[string]string{"FILEWATCHER_REPLAY_BUFFER_BYTES": "10"}, "--replay-buffer-bytes 10: must be at least 65536"},
 		{[]string{"--tls-cert", "c.pem", "--tls-key", "k.pem"}, nil, "apply to TCP listeners"},
 		{[]string{"--listen", "127.0.0.1:1", "--tls-cert", "c.pem"}, nil, "both --tls-cert and --tls-key"},
 		{[]string{"--listen", "127.0.0.1:1", "--tls-client-ca", "ca.pem"}, nil, "--tls-client-ca needs --tls-cert and --tls-key"},

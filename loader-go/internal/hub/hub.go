@@ -21,10 +21,20 @@ import (
 	pb "github.com/filewatcher/filewatcher/proto/filewatcher/v1"
 )
 
-// Default sizes, in events.
+// Default sizes, in events and in bytes of EventCost. The byte budgets bind
+// first when paths are longer than about 110 bytes; the event counts bound
+// the short-path case. Memory pinned by events is at most ReplayBytes plus,
+// per subscriber, max(QueueBytes, ReplayBytes) (a resumed subscriber's queue
+// starts with the replayed events).
 const (
-	DefaultQueueSize  = 65536
-	DefaultReplaySize = 65536
+	DefaultQueueSize   = 65536
+	DefaultReplaySize  = 65536
+	DefaultQueueBytes  = 32 << 20
+	DefaultReplayBytes = 32 << 20
+	// MinBudgetBytes is the least byte budget allowed: it holds a few
+	// events of the longest path (PATH_MAX), so a budget never refuses an
+	// event outright.
+	MinBudgetBytes = 64 << 10
 )
 
 var (
@@ -39,16 +49,22 @@ var (
 type Options struct {
 	// QueueSize is the default capacity of a subscriber queue, in events.
 	QueueSize int
+	// QueueBytes is the default byte budget of a subscriber queue, in
+	// EventCost: its overflow policy applies when either bound is reached.
+	QueueBytes int
 	// ReplaySize is how many recent events are kept for resuming clients;
 	// 0 disables replay.
 	ReplaySize int
+	// ReplayBytes bounds the replay buffer in EventCost, besides ReplaySize.
+	ReplayBytes int
 }
 
 // Hub assigns sequence numbers and fans events out. It is safe for
 // concurrent use.
 type Hub struct {
-	runID     string
-	queueSize int
+	runID      string
+	queueSize  int
+	queueBytes int
 
 	mu     sync.Mutex // serializes publishing, so every queue sees sequence order
 	next   uint64     // next sequence number to assign
@@ -71,11 +87,19 @@ func New(runID string, opts Options) *Hub {
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = DefaultQueueSize
 	}
+	if opts.QueueBytes <= 0 {
+		opts.QueueBytes = DefaultQueueBytes
+	}
+	if opts.ReplayBytes <= 0 {
+		opts.ReplayBytes = DefaultReplayBytes
+	}
 	return &Hub{
-		runID:     runID,
-		queueSize: opts.QueueSize,
-		next:      1,
-		replay:    replay{capacity: max(opts.ReplaySize, 0), oldest: 1},
+		runID:      runID,
+		queueSize:  opts.QueueSize,
+		queueBytes: max(opts.QueueBytes, MinBudgetBytes),
+		next:       1,
+		replay: replay{capacity: max(opts.ReplaySize, 0), capBytes: max(opts.ReplayBytes, MinBudgetBytes),
+			oldest: 1},
 	}
 }
 
@@ -92,9 +116,10 @@ func (h *Hub) Publish(events []*pb.FileCreatedEvent) {
 		return
 	}
 	unresolved := uint64(0)
+	b := newBatch(0, events) // costs outside the lock
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	b := &batch{first: h.next, events: events}
+	b.first = h.next
 	for i, ev := range events {
 		ev.Sequence = b.first + uint64(i)
 		if ev.Flags&uint32(pb.EventFlag_EVENT_FLAG_PATH_UNRESOLVED) != 0 {
@@ -192,4 +217,11 @@ func (h *Hub) remove(s *Subscription) {
 			return
 		}
 	}
+}
+
+// ReplayHeld returns the events the replay buffer holds and their EventCost.
+func (h *Hub) ReplayHeld() (events, bytes int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.replay.n, h.replay.bytes
 }

@@ -203,7 +203,7 @@ func TestSlowSubscriberIsolation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer slow.Close()
-	fast, err := h.Subscribe(SubscribeOptions{Peer: "fast", QueueSize: 1 << 20, MaxDelay: time.Millisecond})
+	fast, err := h.Subscribe(SubscribeOptions{Peer: "fast", QueueSize: 1 << 20, QueueBytes: 1 << 30, MaxDelay: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,8 +325,6 @@ func TestDropOldestKeepsKernelGaps(t *testing.T) {
 	}
 }
 
-// TestStalledQueueStaysBounded checks that a subscriber that never reads
-// holds at most its capacity, whatever the policy.
 // TestStalledQueueStaysBounded: a subscriber that does not read while events
 // overflow its queue and the kernel keeps reporting losses (two reasons,
 // interleaved) holds a bounded number of items, and once it reads, every
@@ -606,7 +604,10 @@ func TestAccountingRandomized(t *testing.T) {
 	h := New("run", Options{ReplaySize: 1000})
 	var subs []*Subscription
 	for i, p := range policies {
-		s, err := h.Subscribe(SubscribeOptions{Policy: p, QueueSize: 50 + 100*i, MaxEvents: 1 + 30*i, MaxDelay: time.Millisecond})
+		// Half the queues are bounded by bytes before events (paths up to
+		// 3 kB), half by events.
+		s, err := h.Subscribe(SubscribeOptions{Policy: p, QueueSize: 50 + 100*i, QueueBytes: MinBudgetBytes << (10 * (i % 2)),
+			MaxEvents: 1 + 30*i, MaxDelay: time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -652,7 +653,7 @@ func TestAccountingRandomized(t *testing.T) {
 		if rng.IntN(10) == 0 {
 			h.PublishGap(pb.GapReason(1+rng.IntN(2)), uint64(1+rng.IntN(5)))
 		} else {
-			h.Publish(events(1 + rng.IntN(40)))
+			h.Publish(longEvents(0, 1+rng.IntN(40), 10+rng.IntN(3000)))
 		}
 		if rng.IntN(50) == 0 {
 			time.Sleep(time.Millisecond)
@@ -674,6 +675,9 @@ func TestAccountingRandomized(t *testing.T) {
 			t.Errorf("subscriber %d: kernel gaps %d, want %d", i, got, loss.RingbufFull+loss.ProgramSkipped)
 		}
 		dropped += st.Dropped
+		if n, c := queuedCost(subs[i].q); n != 0 || c != 0 {
+			t.Errorf("subscriber %d: drained queue holds %d events, %d bytes", i, n, c)
+		}
 	}
 	if loss.SubscriberDropped != dropped {
 		t.Errorf("subscriber_dropped = %d, want %d", loss.SubscriberDropped, dropped)

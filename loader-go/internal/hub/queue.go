@@ -8,7 +8,8 @@ import (
 
 // queue is one subscriber's bounded queue. The hub pushes with push and
 // pushGap and never blocks; the subscriber pops under mu. Capacity bounds the
-// queued events. Gaps are not counted against it, but a run of gap items
+// queued events and capBytes their EventCost; the overflow policy applies
+// when either would be exceeded. Gaps are not counted against them, but a run of gap items
 // with no events between them is kept as at most one item per reason
 // (packGaps), so a queue holds at most about (capacity + 1) x reasons gap
 // items whatever the kernel reports while its subscriber is stalled.
@@ -20,7 +21,9 @@ type queue struct {
 	mu       sync.Mutex
 	items    deque[item]
 	n        int // queued events
+	bytes    int // their EventCost
 	capacity int
+	capBytes int
 	policy   pb.OverflowPolicy
 	offered  uint64 // one past the highest sequence pushed so far
 	dropped  uint64 // events discarded by the overflow policy
@@ -28,9 +31,10 @@ type queue struct {
 	notify   chan struct{}
 }
 
-func newQueue(capacity int, policy pb.OverflowPolicy, next uint64) *queue {
+func newQueue(capacity, capBytes int, policy pb.OverflowPolicy, next uint64) *queue {
 	return &queue{
 		capacity: capacity,
+		capBytes: capBytes,
 		policy:   policy,
 		offered:  next,
 		notify:   make(chan struct{}, 1),
@@ -54,9 +58,9 @@ func (q *queue) push(b *batch, lo, hi int) (dropped int) {
 		return 0
 	}
 	q.offered = b.first + uint64(hi)
-	n := hi - lo
-	space := max(q.capacity-q.n, 0)
-	if n > space {
+	n, cost := hi-lo, b.cost(lo, hi)
+	space, spaceBytes := max(q.capacity-q.n, 0), max(q.capBytes-q.bytes, 0)
+	if n > space || cost > spaceBytes {
 		switch q.policy {
 		case pb.OverflowPolicy_OVERFLOW_POLICY_CLOSE:
 			dropped = q.n + n
@@ -64,22 +68,25 @@ func (q *queue) push(b *batch, lo, hi int) (dropped int) {
 			q.dropped += uint64(dropped)
 			return dropped
 		case pb.OverflowPolicy_OVERFLOW_POLICY_DROP_OLDEST:
-			if n > q.capacity {
-				dropped = n - q.capacity
-				lo = hi - q.capacity
-				n = q.capacity
-			}
-			dropped += q.dropOldest(n - space)
+			// Keep the newest of the offered that fit an empty queue,
+			// then make room for them.
+			keep := b.fitBack(hi, min(n, q.capacity), q.capBytes)
+			dropped = n - keep
+			lo, n = hi-keep, keep
+			cost = b.cost(lo, hi)
+			dropped += q.dropOldest(q.n+n-q.capacity, q.bytes+cost-q.capBytes)
 		default: // DROP_NEWEST
-			dropped = n - space
-			hi = lo + space
-			n = space
+			keep := b.fitFront(lo, min(n, space), spaceBytes)
+			dropped = n - keep
+			hi, n = lo+keep, keep
+			cost = b.cost(lo, hi)
 		}
 		q.dropped += uint64(dropped)
 	}
 	if n > 0 {
 		q.items.pushBack(item{b: b, lo: lo, hi: hi})
 		q.n += n
+		q.bytes += cost
 	}
 	q.wake()
 	return dropped
@@ -159,20 +166,23 @@ func sumSizes(groups []item) uint64 {
 	return n
 }
 
-// dropOldest discards the k oldest queued events (fewer if fewer are queued)
-// and returns how many it discarded.
-func (q *queue) dropOldest(k int) int {
-	done := 0
-	for i := 0; done < k && i < q.items.len(); i++ {
+// dropOldest discards the oldest queued events until at least k of them and
+// at least bytes of their EventCost are gone (or the queue has no events
+// left), and returns how many it discarded.
+func (q *queue) dropOldest(k, bytes int) int {
+	done, doneBytes := 0, 0
+	for i := 0; (done < k || doneBytes < bytes) && i < q.items.len(); i++ {
 		it := q.items.at(i)
 		if it.isGap() {
 			continue
 		}
-		m := min(k-done, it.hi-it.lo)
+		m := it.b.cut(it.lo, it.hi-it.lo, k-done, bytes-doneBytes)
+		doneBytes += it.b.cost(it.lo, it.lo+m)
 		it.lo += m
 		done += m
 	}
 	q.n -= done
+	q.bytes -= doneBytes
 	q.compactFront()
 	return done
 }
@@ -231,7 +241,7 @@ func (q *queue) closeLocked(err error) {
 		for q.items.len() > 0 {
 			q.items.popFront()
 		}
-		q.n = 0
+		q.n, q.bytes = 0, 0
 	}
 	q.wake()
 }

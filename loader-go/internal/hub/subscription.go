@@ -26,6 +26,8 @@ type SubscribeOptions struct {
 	Policy pb.OverflowPolicy
 	// QueueSize overrides the hub's queue capacity, in events.
 	QueueSize int
+	// QueueBytes overrides the hub's queue byte budget (EventCost).
+	QueueBytes int
 	// MaxEvents bounds the events per message.
 	MaxEvents int
 	// MaxDelay bounds how long a partial message waits for more events.
@@ -62,7 +64,7 @@ type Subscription struct {
 
 // Subscribe registers a subscriber. Close it when done.
 func (h *Hub) Subscribe(opts SubscribeOptions) (*Subscription, error) {
-	opts = withDefaults(opts, h.queueSize)
+	opts = withDefaults(opts, h.queueSize, h.queueBytes)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
@@ -73,7 +75,7 @@ func (h *Hub) Subscribe(opts SubscribeOptions) (*Subscription, error) {
 		hub:   h,
 		id:    h.nextID,
 		peer:  opts.Peer,
-		q:     newQueue(opts.QueueSize, opts.Policy, h.next),
+		q:     newQueue(opts.QueueSize, opts.QueueBytes, opts.Policy, h.next),
 		opts:  opts,
 		next:  h.next,
 		timer: time.NewTimer(time.Hour),
@@ -88,13 +90,17 @@ func (h *Hub) Subscribe(opts SubscribeOptions) (*Subscription, error) {
 	return s, nil
 }
 
-func withDefaults(o SubscribeOptions, queueSize int) SubscribeOptions {
+func withDefaults(o SubscribeOptions, queueSize, queueBytes int) SubscribeOptions {
 	if o.Policy == pb.OverflowPolicy_OVERFLOW_POLICY_UNSPECIFIED {
 		o.Policy = pb.OverflowPolicy_OVERFLOW_POLICY_DROP_NEWEST
 	}
 	if o.QueueSize <= 0 {
 		o.QueueSize = queueSize
 	}
+	if o.QueueBytes <= 0 {
+		o.QueueBytes = queueBytes
+	}
+	o.QueueBytes = max(o.QueueBytes, MinBudgetBytes)
 	if o.MaxEvents <= 0 {
 		o.MaxEvents = DefaultMaxEvents
 	}
@@ -123,7 +129,7 @@ func (s *Subscription) Close() {
 	for s.q.items.len() > 0 {
 		s.q.items.popFront()
 	}
-	s.q.n = 0
+	s.q.n, s.q.bytes = 0, 0
 	s.q.mu.Unlock()
 	s.timer.Stop()
 }
@@ -133,12 +139,14 @@ func (s *Subscription) Status() *pb.SubscriberStatus {
 	s.q.mu.Lock()
 	defer s.q.mu.Unlock()
 	return &pb.SubscriberStatus{
-		Id:            s.id,
-		Peer:          s.peer,
-		QueueDepth:    uint32(s.q.n),
-		QueueCapacity: uint32(s.q.capacity),
-		Delivered:     s.delivered.Load(),
-		Dropped:       s.q.dropped,
+		Id:                 s.id,
+		Peer:               s.peer,
+		QueueDepth:         uint32(s.q.n),
+		QueueCapacity:      uint32(s.q.capacity),
+		QueueBytes:         uint64(s.q.bytes),
+		QueueCapacityBytes: uint64(s.q.capBytes),
+		Delivered:          s.delivered.Load(),
+		Dropped:            s.q.dropped,
 	}
 }
 
@@ -226,6 +234,7 @@ func (s *Subscription) fill(m *Message) {
 			ev := it.b.events[it.lo]
 			m.addEvent(it.b, it.lo)
 			size += len(ev.Path) + len(ev.Comm) + eventOverheadBytes
+			q.bytes -= it.b.cost(it.lo, it.lo+1)
 			it.lo++
 			q.n--
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -33,8 +34,14 @@ const (
 // MaxBatchDelay bounds SubscribeRequest.max_batch_delay_ms.
 const MaxBatchDelay = time.Minute
 
-// DefaultMaxSubscribers is the subscriber cap when Options leaves it zero.
-const DefaultMaxSubscribers = 64
+// Defaults of Options. Each stream costs a queue of up to
+// --subscriber-queue-bytes, so the caps bound the loader's memory (see
+// hub.DefaultQueueBytes).
+const (
+	DefaultMaxSubscribers        = 16
+	DefaultMaxSubscribersPerPeer = 8
+	DefaultStallTimeout          = time.Minute
+)
 
 // StatusFiller adds its part of a status report: the event source's, the
 // access guard's.
@@ -49,6 +56,15 @@ type Options struct {
 	// MaxSubscribers caps concurrent Subscribe streams; more are refused
 	// with RESOURCE_EXHAUSTED. Zero means DefaultMaxSubscribers.
 	MaxSubscribers int
+	// MaxSubscribersPerPeer caps the streams of one peer (access.Identity),
+	// so that one client cannot take every slot. Zero means
+	// DefaultMaxSubscribersPerPeer.
+	MaxSubscribersPerPeer int
+	// StallTimeout ends a stream, with RESOURCE_EXHAUSTED, once a message has
+	// waited this long for the client to read it, freeing its queue and its
+	// slot; the client can resume where it stopped. Zero: never (the
+	// loader's --stall-timeout defaults to DefaultStallTimeout).
+	StallTimeout time.Duration
 	// Status complete status reports, in order.
 	Status []StatusFiller
 }
@@ -59,8 +75,13 @@ type Server struct {
 	hub  *hub.Hub
 	opts Options
 
-	subscribers atomic.Int64  // open streams, including those being set up
-	refused     atomic.Uint64 // Subscribe calls refused by the cap
+	mu          sync.Mutex
+	subscribers int            // open streams, including those being set up
+	perPeer     map[string]int // open streams by access.Identity
+
+	refused        atomic.Uint64 // Subscribe calls refused by either cap
+	refusedPerPeer atomic.Uint64 // of which by the per-peer cap
+	stalled        atomic.Uint64 // streams ended by StallTimeout
 }
 
 // New returns a server for h.
@@ -68,7 +89,10 @@ func New(h *hub.Hub, opts Options) *Server {
 	if opts.MaxSubscribers <= 0 {
 		opts.MaxSubscribers = DefaultMaxSubscribers
 	}
-	return &Server{hub: h, opts: opts}
+	if opts.MaxSubscribersPerPeer <= 0 {
+		opts.MaxSubscribersPerPeer = DefaultMaxSubscribersPerPeer
+	}
+	return &Server{hub: h, opts: opts, perPeer: map[string]int{}}
 }
 
 // Register adds the service to g, which must have been created with
@@ -78,38 +102,78 @@ func (s *Server) Register(g *grpc.Server) {
 }
 
 // Subscribe streams batches of events and gaps until the client goes away,
-// the server shuts down (UNAVAILABLE) or the CLOSE overflow policy ends the
-// stream (RESOURCE_EXHAUSTED).
+// the server shuts down (UNAVAILABLE), or the stream is ended
+// (RESOURCE_EXHAUSTED) by the CLOSE overflow policy or because the client
+// stalled.
 func (s *Server) Subscribe(req *pb.SubscribeRequest, stream grpc.ServerStreamingServer[pb.SubscribeResponse]) error {
 	ctx := stream.Context()
 	opts, err := s.subscribeOptions(req)
 	if err != nil {
 		return status.Error(codes.InvalidArgument, err.Error())
 	}
-	if n := s.subscribers.Add(1); n > int64(s.opts.MaxSubscribers) {
-		s.subscribers.Add(-1)
-		s.refused.Add(1)
-		return status.Errorf(codes.ResourceExhausted, "too many subscribers: %d streams are open, the loader allows %d (--max-subscribers)", n-1, s.opts.MaxSubscribers)
-	}
-	defer s.subscribers.Add(-1)
 	p, _ := peer.FromContext(ctx)
+	id := access.Identity(p)
+	if err := s.admit(id); err != nil {
+		return err
+	}
 	opts.Peer = access.Describe(p)
 	sub, err := s.hub.Subscribe(opts)
 	if err != nil {
+		s.release(id)
 		return status.Error(codes.Unavailable, "server shutting down")
 	}
-	defer sub.Close()
 	header := metadata.Pairs(HeaderRunID, s.hub.RunID(), HeaderStartSequence, strconv.FormatUint(sub.Start(), 10))
 	if err := stream.SendHeader(header); err != nil {
+		sub.Close()
+		s.release(id)
 		return err
 	}
+	// The stream is served on its own goroutine, so that this one can end
+	// it when a send blocks too long: returning ends the gRPC stream, which
+	// cancels ctx and so unblocks that send. The goroutine owns sub.
+	var sendingSince atomic.Int64 // UnixNano when a blocked send began; 0 if none
+	done := make(chan error, 1)
+	go func() {
+		err := serve(ctx, sub, stream, &sendingSince)
+		sub.Close()
+		s.release(id)
+		done <- err
+	}()
+	if s.opts.StallTimeout <= 0 {
+		return <-done
+	}
+	tick := time.NewTicker(max(s.opts.StallTimeout/4, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case now := <-tick.C:
+			since := sendingSince.Load()
+			if since == 0 || now.Sub(time.Unix(0, since)) < s.opts.StallTimeout {
+				continue
+			}
+			s.stalled.Add(1)
+			st := sub.Status()
+			return status.Errorf(codes.ResourceExhausted,
+				"subscriber stalled: a message waited %v for the client to read it (--stall-timeout %v), with %d events queued; resume after the last sequence received",
+				now.Sub(time.Unix(0, since)).Round(time.Millisecond), s.opts.StallTimeout, st.QueueDepth)
+		}
+	}
+}
+
+// serve sends sub's messages on stream until one of them ends it.
+func serve(ctx context.Context, sub *hub.Subscription, stream grpc.ServerStreamingServer[pb.SubscribeResponse], sendingSince *atomic.Int64) error {
 	var msg hub.Message
 	for {
 		err := sub.Next(ctx, &msg)
 		switch {
 		case err == nil:
+			sendingSince.Store(time.Now().UnixNano())
 			// SendMsg, not Send: the codec encodes a *hub.Message.
-			if err := stream.SendMsg(&msg); err != nil {
+			err := stream.SendMsg(&msg)
+			sendingSince.Store(0)
+			if err != nil {
 				return err
 			}
 		case errors.Is(err, hub.ErrOverflow):
@@ -119,6 +183,35 @@ func (s *Server) Subscribe(req *pb.SubscribeRequest, stream grpc.ServerStreaming
 		default:
 			return status.FromContextError(err).Err()
 		}
+	}
+}
+
+// admit takes a stream slot for the peer id, or says why there is none.
+func (s *Server) admit(id string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.subscribers >= s.opts.MaxSubscribers {
+		s.refused.Add(1)
+		return status.Errorf(codes.ResourceExhausted, "too many subscribers: %d streams are open, the loader allows %d (--max-subscribers)",
+			s.subscribers, s.opts.MaxSubscribers)
+	}
+	if n := s.perPeer[id]; n >= s.opts.MaxSubscribersPerPeer {
+		s.refused.Add(1)
+		s.refusedPerPeer.Add(1)
+		return status.Errorf(codes.ResourceExhausted, "too many subscribers from %s: it has %d streams open, the loader allows %d per peer (--max-subscribers-per-peer)",
+			id, n, s.opts.MaxSubscribersPerPeer)
+	}
+	s.subscribers++
+	s.perPeer[id]++
+	return nil
+}
+
+func (s *Server) release(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.subscribers--
+	if s.perPeer[id]--; s.perPeer[id] == 0 {
+		delete(s.perPeer, id)
 	}
 }
 
@@ -162,7 +255,14 @@ func (s *Server) GetStatus(ctx context.Context, _ *pb.GetStatusRequest) (*pb.Get
 		Subscribers:        s.hub.Subscribers(),
 		MaxSubscribers:     uint32(s.opts.MaxSubscribers),
 		SubscribersRefused: s.refused.Load(),
+
+		MaxSubscribersPerPeer:     uint32(s.opts.MaxSubscribersPerPeer),
+		SubscribersRefusedPerPeer: s.refusedPerPeer.Load(),
+		SubscribersStalled:        s.stalled.Load(),
+		StallTimeoutMs:            uint64(max(s.opts.StallTimeout, 0).Milliseconds()),
 	}
+	events, bytes := s.hub.ReplayHeld()
+	resp.ReplayEvents, resp.ReplayBytes = uint64(events), uint64(bytes)
 	s.hub.Loss(resp.Loss)
 	for _, f := range s.opts.Status {
 		f.FillStatus(resp)

@@ -34,7 +34,7 @@ func start(t *testing.T, h *hub.Hub, src StatusFiller) pb.EventServiceClient {
 		t.Fatal(err)
 	}
 	gs := grpc.NewServer(ServerOption())
-	New(h, Options{Version: "test-version", Status: []StatusFiller{src}}).Register(gs)
+	New(h, Options{Version: "test-version", MaxSubscribersPerPeer: 1 << 10, Status: []StatusFiller{src}}).Register(gs)
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

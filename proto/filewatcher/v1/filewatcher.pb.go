@@ -848,9 +848,15 @@ type SubscriberStatus struct {
 	// Events sent to this subscriber.
 	Delivered uint64 `protobuf:"varint,5,opt,name=delivered,proto3" json:"delivered,omitempty"`
 	// Events this subscriber's overflow policy discarded.
-	Dropped       uint64 `protobuf:"varint,6,opt,name=dropped,proto3" json:"dropped,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Dropped uint64 `protobuf:"varint,6,opt,name=dropped,proto3" json:"dropped,omitempty"`
+	// Memory the queued events pin, in bytes (their estimated cost: the event
+	// and its encoding, 2 x (path + comm) + 256 each).
+	QueueBytes uint64 `protobuf:"varint,7,opt,name=queue_bytes,json=queueBytes,proto3" json:"queue_bytes,omitempty"`
+	// The queue's byte budget (--subscriber-queue-bytes): the overflow policy
+	// applies when queue_bytes or queue_depth would pass its bound.
+	QueueCapacityBytes uint64 `protobuf:"varint,8,opt,name=queue_capacity_bytes,json=queueCapacityBytes,proto3" json:"queue_capacity_bytes,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *SubscriberStatus) Reset() {
@@ -925,6 +931,20 @@ func (x *SubscriberStatus) GetDropped() uint64 {
 	return 0
 }
 
+func (x *SubscriberStatus) GetQueueBytes() uint64 {
+	if x != nil {
+		return x.QueueBytes
+	}
+	return 0
+}
+
+func (x *SubscriberStatus) GetQueueCapacityBytes() uint64 {
+	if x != nil {
+		return x.QueueCapacityBytes
+	}
+	return 0
+}
+
 // GetStatusResponse is the loader's status.
 type GetStatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -986,6 +1006,23 @@ type GetStatusResponse struct {
 	// The kernel function whose calls the probe watches: do_filp_open, or
 	// do_file_open since Linux 7.0.
 	ProbeFunction string `protobuf:"bytes,20,opt,name=probe_function,json=probeFunction,proto3" json:"probe_function,omitempty"`
+	// Subscribe calls refused with RESOURCE_EXHAUSTED because their peer had
+	// max_subscribers_per_peer streams open (counted in subscribers_refused
+	// too).
+	SubscribersRefusedPerPeer uint64 `protobuf:"varint,21,opt,name=subscribers_refused_per_peer,json=subscribersRefusedPerPeer,proto3" json:"subscribers_refused_per_peer,omitempty"`
+	// Concurrent subscriptions allowed per peer (--max-subscribers-per-peer).
+	MaxSubscribersPerPeer uint32 `protobuf:"varint,22,opt,name=max_subscribers_per_peer,json=maxSubscribersPerPeer,proto3" json:"max_subscribers_per_peer,omitempty"`
+	// Streams ended with RESOURCE_EXHAUSTED because the client read nothing
+	// for stall_timeout_ms while messages waited for it.
+	SubscribersStalled uint64 `protobuf:"varint,23,opt,name=subscribers_stalled,json=subscribersStalled,proto3" json:"subscribers_stalled,omitempty"`
+	// How long a subscriber may leave a message unread before its stream is
+	// ended (--stall-timeout); 0: never.
+	StallTimeoutMs uint64 `protobuf:"varint,24,opt,name=stall_timeout_ms,json=stallTimeoutMs,proto3" json:"stall_timeout_ms,omitempty"`
+	// Events held in the replay buffer.
+	ReplayEvents uint64 `protobuf:"varint,25,opt,name=replay_events,json=replayEvents,proto3" json:"replay_events,omitempty"`
+	// The memory they pin, counted as SubscriberStatus.queue_bytes, against
+	// --replay-buffer-bytes.
+	ReplayBytes   uint64 `protobuf:"varint,26,opt,name=replay_bytes,json=replayBytes,proto3" json:"replay_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1160,6 +1197,48 @@ func (x *GetStatusResponse) GetProbeFunction() string {
 	return ""
 }
 
+func (x *GetStatusResponse) GetSubscribersRefusedPerPeer() uint64 {
+	if x != nil {
+		return x.SubscribersRefusedPerPeer
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetMaxSubscribersPerPeer() uint32 {
+	if x != nil {
+		return x.MaxSubscribersPerPeer
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetSubscribersStalled() uint64 {
+	if x != nil {
+		return x.SubscribersStalled
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetStallTimeoutMs() uint64 {
+	if x != nil {
+		return x.StallTimeoutMs
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetReplayEvents() uint64 {
+	if x != nil {
+		return x.ReplayEvents
+	}
+	return 0
+}
+
+func (x *GetStatusResponse) GetReplayBytes() uint64 {
+	if x != nil {
+		return x.ReplayBytes
+	}
+	return 0
+}
+
 var File_filewatcher_v1_filewatcher_proto protoreflect.FileDescriptor
 
 const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
@@ -1211,7 +1290,7 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"\x12subscriber_dropped\x18\x04 \x01(\x04R\x11subscriberDropped\x12'\n" +
 	"\x0fpath_unresolved\x18\x05 \x01(\x04R\x0epathUnresolved\x12'\n" +
 	"\x0fprogram_skipped\x18\x06 \x01(\x04R\x0eprogramSkipped\"\x12\n" +
-	"\x10GetStatusRequest\"\xb6\x01\n" +
+	"\x10GetStatusRequest\"\x89\x02\n" +
 	"\x10SubscriberStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
 	"\x04peer\x18\x02 \x01(\tR\x04peer\x12\x1f\n" +
@@ -1219,7 +1298,10 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"queueDepth\x12%\n" +
 	"\x0equeue_capacity\x18\x04 \x01(\rR\rqueueCapacity\x12\x1c\n" +
 	"\tdelivered\x18\x05 \x01(\x04R\tdelivered\x12\x18\n" +
-	"\adropped\x18\x06 \x01(\x04R\adropped\"\xbf\x06\n" +
+	"\adropped\x18\x06 \x01(\x04R\adropped\x12\x1f\n" +
+	"\vqueue_bytes\x18\a \x01(\x04R\n" +
+	"queueBytes\x120\n" +
+	"\x14queue_capacity_bytes\x18\b \x01(\x04R\x12queueCapacityBytes\"\xdc\b\n" +
 	"\x11GetStatusResponse\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12%\n" +
 	"\x0eloader_version\x18\x02 \x01(\tR\rloaderVersion\x12%\n" +
@@ -1241,7 +1323,13 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"\x05probe\x18\x11 \x01(\tR\x05probe\x12!\n" +
 	"\fprobe_reason\x18\x12 \x01(\tR\vprobeReason\x12!\n" +
 	"\fprobe_detail\x18\x13 \x01(\tR\vprobeDetail\x12%\n" +
-	"\x0eprobe_function\x18\x14 \x01(\tR\rprobeFunction*\x8e\x01\n" +
+	"\x0eprobe_function\x18\x14 \x01(\tR\rprobeFunction\x12?\n" +
+	"\x1csubscribers_refused_per_peer\x18\x15 \x01(\x04R\x19subscribersRefusedPerPeer\x127\n" +
+	"\x18max_subscribers_per_peer\x18\x16 \x01(\rR\x15maxSubscribersPerPeer\x12/\n" +
+	"\x13subscribers_stalled\x18\x17 \x01(\x04R\x12subscribersStalled\x12(\n" +
+	"\x10stall_timeout_ms\x18\x18 \x01(\x04R\x0estallTimeoutMs\x12#\n" +
+	"\rreplay_events\x18\x19 \x01(\x04R\freplayEvents\x12!\n" +
+	"\freplay_bytes\x18\x1a \x01(\x04R\vreplayBytes*\x8e\x01\n" +
 	"\x0eOverflowPolicy\x12\x1f\n" +
 	"\x1bOVERFLOW_POLICY_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bOVERFLOW_POLICY_DROP_OLDEST\x10\x01\x12\x1f\n" +

@@ -113,6 +113,35 @@ export interface GetStatusResponse {
    * do_file_open since Linux 7.0.
    */
   probe_function?: string;
+  /**
+   * Subscribe calls refused with RESOURCE_EXHAUSTED because their peer had
+   * max_subscribers_per_peer streams open (counted in subscribers_refused
+   * too).
+   */
+  subscribers_refused_per_peer?: number | string | Long;
+  /**
+   * Concurrent subscriptions allowed per peer (--max-subscribers-per-peer).
+   */
+  max_subscribers_per_peer?: number;
+  /**
+   * Streams ended with RESOURCE_EXHAUSTED because the client read nothing
+   * for stall_timeout_ms while messages waited for it.
+   */
+  subscribers_stalled?: number | string | Long;
+  /**
+   * How long a subscriber may leave a message unread before its stream is
+   * ended (--stall-timeout); 0: never.
+   */
+  stall_timeout_ms?: number | string | Long;
+  /**
+   * Events held in the replay buffer.
+   */
+  replay_events?: number | string | Long;
+  /**
+   * The memory they pin, counted as SubscriberStatus.queue_bytes, against
+   * --replay-buffer-bytes.
+   */
+  replay_bytes?: number | string | Long;
 }
 
 /**
@@ -217,4 +246,33 @@ export interface GetStatusResponse__Output {
    * do_file_open since Linux 7.0.
    */
   probe_function: string;
+  /**
+   * Subscribe calls refused with RESOURCE_EXHAUSTED because their peer had
+   * max_subscribers_per_peer streams open (counted in subscribers_refused
+   * too).
+   */
+  subscribers_refused_per_peer: number;
+  /**
+   * Concurrent subscriptions allowed per peer (--max-subscribers-per-peer).
+   */
+  max_subscribers_per_peer: number;
+  /**
+   * Streams ended with RESOURCE_EXHAUSTED because the client read nothing
+   * for stall_timeout_ms while messages waited for it.
+   */
+  subscribers_stalled: number;
+  /**
+   * How long a subscriber may leave a message unread before its stream is
+   * ended (--stall-timeout); 0: never.
+   */
+  stall_timeout_ms: number;
+  /**
+   * Events held in the replay buffer.
+   */
+  replay_events: number;
+  /**
+   * The memory they pin, counted as SubscriberStatus.queue_bytes, against
+   * --replay-buffer-bytes.
+   */
+  replay_bytes: number;
 }

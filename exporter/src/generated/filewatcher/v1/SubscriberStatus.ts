@@ -32,6 +32,16 @@ export interface SubscriberStatus {
    * Events this subscriber's overflow policy discarded.
    */
   dropped?: number | string | Long;
+  /**
+   * Memory the queued events pin, in bytes (their estimated cost: the event
+   * and its encoding, 2 x (path + comm) + 256 each).
+   */
+  queue_bytes?: number | string | Long;
+  /**
+   * The queue's byte budget (--subscriber-queue-bytes): the overflow policy
+   * applies when queue_bytes or queue_depth would pass its bound.
+   */
+  queue_capacity_bytes?: number | string | Long;
 }
 
 /**
@@ -63,4 +73,14 @@ export interface SubscriberStatus__Output {
    * Events this subscriber's overflow policy discarded.
    */
   dropped: number;
+  /**
+   * Memory the queued events pin, in bytes (their estimated cost: the event
+   * and its encoding, 2 x (path + comm) + 256 each).
+   */
+  queue_bytes: number;
+  /**
+   * The queue's byte budget (--subscriber-queue-bytes): the overflow policy
+   * applies when queue_bytes or queue_depth would pass its bound.
+   */
+  queue_capacity_bytes: number;
 }
