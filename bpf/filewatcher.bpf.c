@@ -178,13 +178,22 @@ static __always_inline void submit(struct event *e, struct loss_counters *c)
 	// i.e. for nearly every file created at ordinary rates, and those
 	// wakeups were most of what watching added to a create (issue 6).
 	// Write without one: the loader drains the ring on a short timer
-	// (drainInterval in loader-go/internal/kernel). Force one once 1/8 of
-	// the ring is unread, so that a burst is read well before it fills.
+	// (drainInterval in loader-go/internal/kernel). Wake it when this
+	// record makes the unread data cross a multiple of 1/8 of the ring, so
+	// that a burst is read well before the ring fills: once per crossing,
+	// not for every record while the reader is behind (it reads until the
+	// ring is empty once woken). Records written at once on other CPUs can
+	// make each writer miss a crossing; the next one, or the reader's
+	// timer (at most pollInterval), makes up for it.
+	__u32 size = sizeof(e->hdr) + path_len;
+	__u64 step = bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 8;
+	__u64 before = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	// What the record takes in the ring: an 8-byte header, 8-byte aligned.
+	__u64 after = before + BPF_RINGBUF_HDR_SZ + ((size + 7) & ~7U);
 	__u64 wakeup = BPF_RB_NO_WAKEUP;
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >=
-	    bpf_ringbuf_query(&events, BPF_RB_RING_SIZE) / 8)
+	if (step && after / step > before / step)
 		wakeup = BPF_RB_FORCE_WAKEUP;
-	if (bpf_ringbuf_output(&events, e, sizeof(e->hdr) + path_len, wakeup))
+	if (bpf_ringbuf_output(&events, e, size, wakeup))
 		c->ringbuf_full++;
 }
 
