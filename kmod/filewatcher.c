@@ -181,10 +181,15 @@ static int fw_ret(struct kretprobe_instance *ri, struct pt_regs *regs)
 	/* O_CREAT on an existing file created nothing. */
 	if (!(f_mode & FMODE_CREATED))
 		return 0;
-	this_cpu_inc(fw_events_fired);
 	/* Building the path is the expensive part: skip it if no one listens. */
 	if (trace_file_created_enabled())
 		fw_fire(file);
+	/*
+	 * Counted after the tracepoint's probes have run, so that whoever reads
+	 * events_fired finds every event counted there already written to the
+	 * BPF ring buffer or counted lost: the loader reconciles the two.
+	 */
+	this_cpu_inc(fw_events_fired);
 	return 0;
 }
 NOKPROBE_SYMBOL(fw_ret);

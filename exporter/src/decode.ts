@@ -227,6 +227,7 @@ function decodeLoss(r: Reader, end: number): LossCounters__Output {
     subscriber_dropped: 0,
     path_unresolved: 0,
     program_skipped: 0,
+    unexplained: 0,
   };
   r.end = end;
   while (r.pos < end) {
@@ -251,6 +252,9 @@ function decodeLoss(r: Reader, end: number): LossCounters__Output {
           continue;
         case 6:
           loss.program_skipped = r.uint64();
+          continue;
+        case 7:
+          loss.unexplained = r.uint64();
           continue;
       }
     }

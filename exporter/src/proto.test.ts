@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { PROTO_LOADER_OPTIONS } from './proto';
+import { GapReason } from './generated/filewatcher/v1/GapReason';
+import { gapReasonLabel, PROTO_LOADER_OPTIONS } from './proto';
 
 const REPO = path.resolve(__dirname, '..', '..');
 const GEN_SCRIPT = (
@@ -63,5 +64,14 @@ describe('generated types', () => {
     } finally {
       fs.rmSync(out, { recursive: true, force: true });
     }
+  });
+});
+
+describe('gap reason labels', () => {
+  it('name every GapReason of the API, not "unknown"', () => {
+    for (const [name, value] of Object.entries(GapReason)) {
+      assert.equal(gapReasonLabel(value), name.replace(/^GAP_REASON_/, '').toLowerCase(), name);
+    }
+    assert.equal(gapReasonLabel(99), 'unknown');
   });
 });

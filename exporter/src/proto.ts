@@ -52,6 +52,8 @@ export const GAP_REASONS: ReadonlyMap<number, string> = new Map([
   [3, 'subscriber_overflow'],
   [4, 'replay_expired'],
   [5, 'read_error'],
+  [6, 'program_skipped'],
+  [7, 'unexplained'],
 ]);
 
 /** gapReasonLabel names a GapReason; numbers from a newer API become "unknown". */

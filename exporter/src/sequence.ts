@@ -74,6 +74,7 @@ export const LOSS_FIELDS = [
   ['read_errors', 'read_error'],
   ['subscriber_dropped', 'subscriber_overflow'],
   ['program_skipped', 'program_skipped'],
+  ['unexplained', 'unexplained'],
 ] as const satisfies ReadonlyArray<readonly [keyof LossCounters__Output, string]>;
 
 type CounterName = keyof LossCounters__Output;

@@ -68,6 +68,7 @@ export function randomResponse(r: () => number): SubscribeResponse {
             subscriber_dropped: u64(r),
             path_unresolved: u64(r),
             program_skipped: u64(r),
+            unexplained: u64(r),
           },
   };
 }

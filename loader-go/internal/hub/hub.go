@@ -77,6 +77,7 @@ type Hub struct {
 	ringbufFull       atomic.Uint64
 	kprobeMissed      atomic.Uint64
 	programSkipped    atomic.Uint64
+	unexplained       atomic.Uint64
 	readErrors        atomic.Uint64
 	subscriberDropped atomic.Uint64
 	pathUnresolved    atomic.Uint64
@@ -149,6 +150,8 @@ func (h *Hub) PublishGap(reason pb.GapReason, n uint64) {
 		h.readErrors.Add(n)
 	case pb.GapReason_GAP_REASON_PROGRAM_SKIPPED:
 		h.programSkipped.Add(n)
+	case pb.GapReason_GAP_REASON_UNEXPLAINED:
+		h.unexplained.Add(n)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -183,6 +186,7 @@ func (h *Hub) Loss(l *pb.LossCounters) {
 	l.SubscriberDropped = h.subscriberDropped.Load()
 	l.PathUnresolved = h.pathUnresolved.Load()
 	l.ProgramSkipped = h.programSkipped.Load()
+	l.Unexplained = h.unexplained.Load()
 }
 
 // Subscribers describes the live subscriptions, oldest first.

@@ -107,12 +107,14 @@ type recordReader interface {
 	SetDeadline(time.Time)
 }
 
-// lossCounts are cumulative loss counters as read from the kernel.
+// lossCounts are cumulative loss counters as read from the kernel, and the
+// module's count of events fired, which they are reconciled against.
 type lossCounts struct {
 	ringbufFullPerCPU []uint64
 	readErrors        uint64
 	kprobeMissed      uint64
 	programSkipped    uint64
+	eventsFired       uint64 // the module's; 0 without it
 }
 
 func (l *lossCounts) ringbufFull() uint64 {
@@ -170,6 +172,12 @@ type Source struct {
 	dec     decoder
 	pending []*pb.FileCreatedEvent
 
+	// Reconciliation with the module's events_fired (see reconcile).
+	reconciles  bool   // the module counts the events it fires
+	recordsRead uint64 // ring records read this run, decoded or not
+	firedBase   uint64 // events_fired when the program was attached
+	unexplained uint64 // published as UNEXPLAINED gaps so far
+
 	status atomic.Pointer[lossCounts] // last poll, for FillStatus
 }
 
@@ -213,10 +221,12 @@ func Open(opts Options) (_ *Source, err error) {
 	}
 	s.records = s.reader
 	s.readLosses = s.readKernelLosses
-	// Misses before this run are not this run's losses.
+	// Misses before this run are not this run's losses, nor events the
+	// module fired before the program was attached (read after it).
 	if s.last, err = s.readLosses(lossCounts{}); err != nil {
 		return nil, err
 	}
+	s.firedBase, s.reconciles = s.last.eventsFired, s.module != nil && s.probe == ProbeModule
 	s.status.Store(&s.last)
 	return s, nil
 }
@@ -405,14 +415,14 @@ func (s *Source) Run(ctx context.Context, sink Sink) error {
 		}
 		s.records.SetDeadline(d)
 	}
-	poll := func() {
-		s.poll(sink)
+	poll := func(drained bool) {
+		s.poll(sink, drained)
 		lastPoll = now()
 		nextPoll = lastPoll.Add(pollInterval)
 		arm(lastPoll)
 	}
 	arm(lastPoll)
-	defer func() { s.flush(sink); s.poll(sink) }()
+	defer func() { s.flush(sink); s.poll(sink, false) }()
 	for {
 		err := s.records.ReadInto(&rec)
 		switch {
@@ -424,7 +434,7 @@ func (s *Source) Run(ctx context.Context, sink Sink) error {
 			}
 			s.flush(sink)
 			if t := now(); !t.Before(nextPoll) || (rec.Remaining == 0 && t.Sub(lastPoll) >= minPollInterval) {
-				poll()
+				poll(rec.Remaining == 0)
 			} else if rec.Remaining == 0 {
 				// Drained by a forced wakeup: what is written from now on
 				// is read within drainInterval, not at a deadline armed
@@ -443,7 +453,7 @@ func (s *Source) Run(ctx context.Context, sink Sink) error {
 			}
 			read = false
 			if t := now(); pollArmed || !t.Before(nextPoll) {
-				poll()
+				poll(true)
 			} else {
 				arm(t)
 			}
@@ -461,6 +471,7 @@ func (s *Source) Run(ctx context.Context, sink Sink) error {
 // add decodes a record into the pending batch; a record that cannot be
 // decoded is a lost event.
 func (s *Source) add(raw []byte, sink Sink) {
+	s.recordsRead++
 	ev, err := s.dec.decode(raw)
 	if err != nil {
 		s.flush(sink) // keep the gap in order
@@ -481,8 +492,9 @@ func (s *Source) flush(sink Sink) {
 
 // poll publishes the growth of the kernel's loss counters as gaps. A
 // counter that cannot be read is reported (once per new error) and holds
-// back only its own gaps.
-func (s *Source) poll(sink Sink) {
+// back only its own gaps. drained says that the reader has just found the
+// ring empty, so that the module's count can be reconciled.
+func (s *Source) poll(sink Sink, drained bool) {
 	s.refreshClock()
 	now, err := s.readLosses(s.last)
 	if msg := errorText(err); msg != s.lossErr {
@@ -497,8 +509,37 @@ func (s *Source) poll(sink Sink) {
 	sink.PublishGap(pb.GapReason_GAP_REASON_READ_ERROR, delta(now.readErrors, s.last.readErrors))
 	sink.CountMissedOpens(delta(now.kprobeMissed, s.last.kprobeMissed))
 	sink.PublishGap(pb.GapReason_GAP_REASON_PROGRAM_SKIPPED, delta(now.programSkipped, s.last.programSkipped))
+	if drained {
+		sink.PublishGap(pb.GapReason_GAP_REASON_UNEXPLAINED, s.reconcile(now))
+	}
 	s.last = now
 	s.status.Store(&now)
+}
+
+// reconcile returns how many more events the module has fired than were
+// read or lost for a known reason, beyond those already reported. It is
+// called right after the reader found the ring empty, with the counters just
+// read, and compares them with the module's count as of the previous poll
+// (s.last): the module counts an event after its tracepoint call returns,
+// so every event in that count had its record in the ring — read by now —
+// or its loss counted — in now, which can only have grown since. Events
+// fired after that count was read make the reads and losses larger, never
+// smaller, so the difference is a lower bound of what was lost unseen, and
+// exact once creations pause: an unexplained gap is never a false alarm.
+func (s *Source) reconcile(now lossCounts) uint64 {
+	if !s.reconciles || s.last.eventsFired < s.firedBase {
+		return 0 // the eBPF-only probe has no independent count
+	}
+	fired := s.last.eventsFired - s.firedBase
+	accounted := s.recordsRead + now.ringbufFull() + now.readErrors + now.programSkipped + s.unexplained
+	if fired <= accounted {
+		return 0
+	}
+	n := fired - accounted
+	s.unexplained += n
+	s.log.Warn("the module fired events that were neither read nor counted lost", "events", n,
+		"events_fired", fired, "records_read", s.recordsRead)
+	return n
 }
 
 func errorText(err error) string {
@@ -544,6 +585,11 @@ func (s *Source) readKernelLosses(last lossCounts) (lossCounts, error) {
 			errs = append(errs, err)
 		} else {
 			l.kprobeMissed = missed
+		}
+		if fired, err := s.module.EventsFired(); err != nil {
+			errs = append(errs, err)
+		} else {
+			l.eventsFired = fired
 		}
 	}
 	// Runs of our programs the kernel skipped because another BPF program

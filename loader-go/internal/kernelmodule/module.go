@@ -315,6 +315,11 @@ func (m *Module) Counters() (Counters, error) {
 // KprobeMissed reads the kretprobe's missed count.
 func (m *Module) KprobeMissed() (uint64, error) { return m.counter("kprobe_missed") }
 
+// EventsFired reads how many creations the module has counted. It counts
+// each after its tracepoint call has returned, so every event counted has
+// had its record written to the ring, or its loss counted, by then.
+func (m *Module) EventsFired() (uint64, error) { return m.counter("events_fired") }
+
 func (m *Module) counter(name string) (uint64, error) {
 	b, err := os.ReadFile(filepath.Join(m.sysfs, "kernel", Name, name))
 	if err != nil {

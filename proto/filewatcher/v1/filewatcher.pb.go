@@ -124,6 +124,13 @@ const (
 	// another BPF program was running on that CPU (counted since Linux 5.12):
 	// each skip was one event the module fired.
 	GapReason_GAP_REASON_PROGRAM_SKIPPED GapReason = 6
+	// The module fired more events than the loader received or found lost
+	// for a known reason (its events_fired count against the records read and
+	// the other losses): lost somewhere nothing counts, for example a kernel
+	// that does not report skipped BPF programs (before 5.12). Only with the
+	// module; a lower bound while events are in flight, exact once they have
+	// been read.
+	GapReason_GAP_REASON_UNEXPLAINED GapReason = 7
 )
 
 // Enum value maps for GapReason.
@@ -136,6 +143,7 @@ var (
 		4: "GAP_REASON_REPLAY_EXPIRED",
 		5: "GAP_REASON_READ_ERROR",
 		6: "GAP_REASON_PROGRAM_SKIPPED",
+		7: "GAP_REASON_UNEXPLAINED",
 	}
 	GapReason_value = map[string]int32{
 		"GAP_REASON_UNSPECIFIED":         0,
@@ -145,6 +153,7 @@ var (
 		"GAP_REASON_REPLAY_EXPIRED":      4,
 		"GAP_REASON_READ_ERROR":          5,
 		"GAP_REASON_PROGRAM_SKIPPED":     6,
+		"GAP_REASON_UNEXPLAINED":         7,
 	}
 )
 
@@ -720,8 +729,11 @@ type LossCounters struct {
 	// Events the kernel did not run the tracepoint's BPF program for
 	// (GAP_REASON_PROGRAM_SKIPPED).
 	ProgramSkipped uint64 `protobuf:"varint,6,opt,name=program_skipped,json=programSkipped,proto3" json:"program_skipped,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Events the module fired that were neither received nor lost for a known
+	// reason (GAP_REASON_UNEXPLAINED).
+	Unexplained   uint64 `protobuf:"varint,7,opt,name=unexplained,proto3" json:"unexplained,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LossCounters) Reset() {
@@ -792,6 +804,13 @@ func (x *LossCounters) GetPathUnresolved() uint64 {
 func (x *LossCounters) GetProgramSkipped() uint64 {
 	if x != nil {
 		return x.ProgramSkipped
+	}
+	return 0
+}
+
+func (x *LossCounters) GetUnexplained() uint64 {
+	if x != nil {
+		return x.Unexplained
 	}
 	return 0
 }
@@ -1281,7 +1300,7 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"\x06events\x18\x02 \x03(\v2 .filewatcher.v1.FileCreatedEventR\x06events\x12'\n" +
 	"\x04gaps\x18\x03 \x03(\v2\x13.filewatcher.v1.GapR\x04gaps\x12%\n" +
 	"\x0efiltered_count\x18\x04 \x01(\x04R\rfilteredCount\x120\n" +
-	"\x04loss\x18\x05 \x01(\v2\x1c.filewatcher.v1.LossCountersR\x04loss\"\xf8\x01\n" +
+	"\x04loss\x18\x05 \x01(\v2\x1c.filewatcher.v1.LossCountersR\x04loss\"\x9a\x02\n" +
 	"\fLossCounters\x12!\n" +
 	"\fringbuf_full\x18\x01 \x01(\x04R\vringbufFull\x12#\n" +
 	"\rkprobe_missed\x18\x02 \x01(\x04R\fkprobeMissed\x12\x1f\n" +
@@ -1289,7 +1308,8 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"readErrors\x12-\n" +
 	"\x12subscriber_dropped\x18\x04 \x01(\x04R\x11subscriberDropped\x12'\n" +
 	"\x0fpath_unresolved\x18\x05 \x01(\x04R\x0epathUnresolved\x12'\n" +
-	"\x0fprogram_skipped\x18\x06 \x01(\x04R\x0eprogramSkipped\"\x12\n" +
+	"\x0fprogram_skipped\x18\x06 \x01(\x04R\x0eprogramSkipped\x12 \n" +
+	"\vunexplained\x18\a \x01(\x04R\vunexplained\"\x12\n" +
 	"\x10GetStatusRequest\"\x89\x02\n" +
 	"\x10SubscriberStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
@@ -1334,7 +1354,7 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"\x1bOVERFLOW_POLICY_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bOVERFLOW_POLICY_DROP_OLDEST\x10\x01\x12\x1f\n" +
 	"\x1bOVERFLOW_POLICY_DROP_NEWEST\x10\x02\x12\x19\n" +
-	"\x15OVERFLOW_POLICY_CLOSE\x10\x03*\xe0\x01\n" +
+	"\x15OVERFLOW_POLICY_CLOSE\x10\x03*\xfc\x01\n" +
 	"\tGapReason\x12\x1a\n" +
 	"\x16GAP_REASON_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17GAP_REASON_RINGBUF_FULL\x10\x01\x12\x1c\n" +
@@ -1342,7 +1362,8 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"\x1eGAP_REASON_SUBSCRIBER_OVERFLOW\x10\x03\x12\x1d\n" +
 	"\x19GAP_REASON_REPLAY_EXPIRED\x10\x04\x12\x19\n" +
 	"\x15GAP_REASON_READ_ERROR\x10\x05\x12\x1e\n" +
-	"\x1aGAP_REASON_PROGRAM_SKIPPED\x10\x06*G\n" +
+	"\x1aGAP_REASON_PROGRAM_SKIPPED\x10\x06\x12\x1a\n" +
+	"\x16GAP_REASON_UNEXPLAINED\x10\a*G\n" +
 	"\tEventFlag\x12\x1a\n" +
 	"\x16EVENT_FLAG_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aEVENT_FLAG_PATH_UNRESOLVED\x10\x012\xb4\x01\n" +

@@ -41,6 +41,15 @@ export const GapReason = {
    * each skip was one event the module fired.
    */
   GAP_REASON_PROGRAM_SKIPPED: 6,
+  /**
+   * The module fired more events than the loader received or found lost
+   * for a known reason (its events_fired count against the records read and
+   * the other losses): lost somewhere nothing counts, for example a kernel
+   * that does not report skipped BPF programs (before 5.12). Only with the
+   * module; a lower bound while events are in flight, exact once they have
+   * been read.
+   */
+  GAP_REASON_UNEXPLAINED: 7,
 } as const;
 
 /**
@@ -89,7 +98,17 @@ export type GapReason =
    * each skip was one event the module fired.
    */
   | 'GAP_REASON_PROGRAM_SKIPPED'
-  | 6;
+  | 6
+  /**
+   * The module fired more events than the loader received or found lost
+   * for a known reason (its events_fired count against the records read and
+   * the other losses): lost somewhere nothing counts, for example a kernel
+   * that does not report skipped BPF programs (before 5.12). Only with the
+   * module; a lower bound while events are in flight, exact once they have
+   * been read.
+   */
+  | 'GAP_REASON_UNEXPLAINED'
+  | 7;
 
 /**
  * GapReason says why events were not delivered.

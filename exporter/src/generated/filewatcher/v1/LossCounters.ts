@@ -38,6 +38,11 @@ export interface LossCounters {
    * (GAP_REASON_PROGRAM_SKIPPED).
    */
   program_skipped?: number | string | Long;
+  /**
+   * Events the module fired that were neither received nor lost for a known
+   * reason (GAP_REASON_UNEXPLAINED).
+   */
+  unexplained?: number | string | Long;
 }
 
 /**
@@ -75,4 +80,9 @@ export interface LossCounters__Output {
    * (GAP_REASON_PROGRAM_SKIPPED).
    */
   program_skipped: number;
+  /**
+   * Events the module fired that were neither received nor lost for a known
+   * reason (GAP_REASON_UNEXPLAINED).
+   */
+  unexplained: number;
 }
