@@ -37,6 +37,7 @@ func testProbes(t *testing.T, g *guest) {
 			t.Errorf("tracefs is still mounted after the loader that mounted it stopped")
 		}
 		g.sh(t, "mount -t tracefs tracefs "+tracing)
+		t.Run("chaos", func(t *testing.T) { testChaos(t, g, "kmod") })
 	})
 	if !bpfProbeRuns(t, g) {
 		t.Run("bpf refused", func(t *testing.T) {
@@ -63,6 +64,7 @@ func testProbes(t *testing.T, g *guest) {
 			assertNoModuleCapability(t, g)
 		})
 		g.stopLoader(t)
+		t.Run("chaos", func(t *testing.T) { testChaos(t, g, "bpf") })
 	})
 	t.Run("auto falls back from a module for another kernel", func(t *testing.T) {
 		otherKO, otherRelease := otherKernelModule(t, g.kernel)

@@ -67,7 +67,8 @@ func testStatus(t *testing.T, g *guest, runID, probe, reason string) {
 			st.GetModuleVersion(), st.GetModuleEventsFired(), st.GetKprobeMaxactive())
 	}
 	loss := st.GetLoss()
-	if loss.GetRingbufFull() != 0 || loss.GetKprobeMissed() != 0 || loss.GetReadErrors() != 0 || loss.GetSubscriberDropped() != 0 {
+	if loss.GetRingbufFull() != 0 || loss.GetKprobeMissed() != 0 || loss.GetReadErrors() != 0 || loss.GetSubscriberDropped() != 0 ||
+		loss.GetUnexplained() != 0 || loss.GetProgramSkipped() != 0 {
 		t.Errorf("loss on a quiet guest: %v", loss)
 	}
 	if loss.GetPathUnresolved() != 1 {
