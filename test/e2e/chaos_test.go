@@ -41,7 +41,30 @@ func testChaos(t *testing.T, g *guest, probe string) {
 	t.Run("stalled subscriber", func(t *testing.T) { testChaosStalledSubscriber(t, g) })
 	t.Run("full ring buffer", func(t *testing.T) { testChaosFullRing(t, g) })
 	t.Run("exporter stopped", func(t *testing.T) { testChaosExporterStopped(t, g) })
+	t.Run("memory within bounds", func(t *testing.T) { testChaosMemory(t, g) })
 	g.stopLoader(t)
+}
+
+// testChaosMemory: after the cases above, the replay buffer is within its
+// byte budget and the loader's peak resident memory within the systemd
+// unit's MemoryMax (1 GiB, which the default budgets fit).
+func testChaosMemory(t *testing.T, g *guest) {
+	st := loaderStatus(t, g)
+	if st.ReplayBytes > 32<<20 || st.ReplayEvents > 65536 {
+		t.Errorf("replay buffer holds %d events, %d bytes; over the default bounds", st.ReplayEvents, st.ReplayBytes)
+	}
+	out := strings.Fields(string(g.sh(t, "grep VmHWM /proc/$(pidof filewatcher-loader)/status")))
+	if len(out) != 3 || out[2] != "kB" {
+		t.Fatalf("VmHWM line %q", out)
+	}
+	kb, err := strconv.Atoi(out[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kb > 1<<20 {
+		t.Errorf("the loader's peak RSS is %d MiB, over the unit's MemoryMax (1 GiB)", kb>>10)
+	}
+	t.Logf("loader peak RSS %d MiB; replay buffer %d events, %d kB", kb>>10, st.ReplayEvents, st.ReplayBytes>>10)
 }
 
 // storm creates n files named dir/<prefix><i> from one busybox shell (no
@@ -231,7 +254,16 @@ func testChaosStalledSubscriber(t *testing.T, g *guest) {
 	dir, n := "/tmp/chaos-stall", 5000
 	storm(t, g, dir, n, strings.Repeat("s", 200)) // ~1.3 MB of messages
 	deadline := time.Now().Add(time.Minute)
-	for loaderStatus(t, g).SubscribersStalled == before {
+	for {
+		st := loaderStatus(t, g)
+		for _, sub := range st.Subscribers {
+			if sub.QueueBytes > sub.QueueCapacityBytes {
+				t.Errorf("subscriber %d holds %d bytes, over its budget %d", sub.Id, sub.QueueBytes, sub.QueueCapacityBytes)
+			}
+		}
+		if st.SubscribersStalled != before {
+			break
+		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the loader did not end the stalled stream within a minute (--stall-timeout %v)", chaosStallTimeout)
 		}
@@ -316,4 +348,3 @@ func sumSamples(text, metric string) float64 {
 	}
 	return sum
 }
-

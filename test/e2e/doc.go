@@ -10,8 +10,11 @@
 // (exporter/dist/main.js, built by `make exporter`) on the host against the
 // guest's loader: the seed's `curl .../metrics | grep file_created`
 // walkthrough, the exact series and escaping of odd names (checked by
-// promtool), and the exporter side by side with filtered gRPC subscribers.
-// They are built only with the e2e tag:
+// promtool), and the exporter side by side with filtered gRPC subscribers;
+// then, with each probe, the chaos suite (chaos_test.go): a subscriber that
+// stops reading, a ring that overflows while the loader is stopped, an
+// exporter stopped and continued, each reconciled exactly as created =
+// delivered + reported lost. They are built only with the e2e tag:
 //
 //	FILEWATCHER_E2E_KERNELS="5.10 7.3" go test -tags e2e -count=1 -v ./test/e2e/
 //
