@@ -130,11 +130,13 @@ func (s *Server) Subscribe(req *pb.SubscribeRequest, stream grpc.ServerStreaming
 	}
 	// The stream is served on its own goroutine, so that this one can end
 	// it when a send blocks too long: returning ends the gRPC stream, which
-	// cancels ctx and so unblocks that send. The goroutine owns sub.
-	var sendingSince atomic.Int64 // UnixNano when a blocked send began; 0 if none
+	// cancels ctx and so unblocks that send (gRPC cancels for this reason).
+	// The goroutine owns sub; once this handler has given up on it, it
+	// starts no other send.
+	st := &sendState{}
 	done := make(chan error, 1)
 	go func() {
-		err := serve(ctx, sub, stream, &sendingSince)
+		err := serve(ctx, sub, stream, st)
 		sub.Close()
 		s.release(id)
 		done <- err
@@ -149,30 +151,67 @@ func (s *Server) Subscribe(req *pb.SubscribeRequest, stream grpc.ServerStreaming
 		case err := <-done:
 			return err
 		case now := <-tick.C:
-			since := sendingSince.Load()
-			if since == 0 || now.Sub(time.Unix(0, since)) < s.opts.StallTimeout {
+			blocked, ok := st.abandonIfBlocked(now, s.opts.StallTimeout)
+			if !ok {
 				continue
 			}
 			s.stalled.Add(1)
-			st := sub.Status()
 			return status.Errorf(codes.ResourceExhausted,
 				"subscriber stalled: a message waited %v for the client to read it (--stall-timeout %v), with %d events queued; resume after the last sequence received",
-				now.Sub(time.Unix(0, since)).Round(time.Millisecond), s.opts.StallTimeout, st.QueueDepth)
+				blocked.Round(time.Millisecond), s.opts.StallTimeout, sub.Status().QueueDepth)
 		}
 	}
 }
 
+// sendState is shared by a stream's handler and its sending goroutine.
+type sendState struct {
+	mu        sync.Mutex
+	since     time.Time // when the send in progress began; zero if none
+	abandoned bool      // the handler has returned: send no more
+}
+
+// begin marks a send as started, unless the handler has given up.
+func (st *sendState) begin() bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.abandoned {
+		return false
+	}
+	st.since = time.Now()
+	return true
+}
+
+func (st *sendState) end() {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.since = time.Time{}
+}
+
+// abandonIfBlocked gives up on the stream if a send has been in progress
+// for at least timeout, and says for how long.
+func (st *sendState) abandonIfBlocked(now time.Time, timeout time.Duration) (time.Duration, bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.since.IsZero() || now.Sub(st.since) < timeout {
+		return 0, false
+	}
+	st.abandoned = true
+	return now.Sub(st.since), true
+}
+
 // serve sends sub's messages on stream until one of them ends it.
-func serve(ctx context.Context, sub *hub.Subscription, stream grpc.ServerStreamingServer[pb.SubscribeResponse], sendingSince *atomic.Int64) error {
+func serve(ctx context.Context, sub *hub.Subscription, stream grpc.ServerStreamingServer[pb.SubscribeResponse], st *sendState) error {
 	var msg hub.Message
 	for {
 		err := sub.Next(ctx, &msg)
 		switch {
 		case err == nil:
-			sendingSince.Store(time.Now().UnixNano())
+			if !st.begin() {
+				return nil // the handler ended the stream
+			}
 			// SendMsg, not Send: the codec encodes a *hub.Message.
 			err := stream.SendMsg(&msg)
-			sendingSince.Store(0)
+			st.end()
 			if err != nil {
 				return err
 			}
