@@ -125,10 +125,9 @@ func TestReplayByteBudget(t *testing.T) {
 }
 
 // TestMemoryWithinBudgets measures the heap that events pin with a replay
-// buffer and stalled subscribers full of PATH_MAX-long paths, each stalled
-// at a different point so that they pin different events, for the longest
-// paths and short ones: it must stay
-// within the bound the defaults are documented with (ReplayBytes plus
+// buffer and stalled subscribers, each stalled at a different point so that
+// they pin different events, for PATH_MAX-long paths and short ones: it must
+// stay within the bound the defaults are documented with (ReplayBytes plus
 // QueueBytes per subscriber), so EventCost does not undercount.
 func TestMemoryWithinBudgets(t *testing.T) {
 	for _, pathLen := range []int{4096, 60} {

@@ -97,7 +97,7 @@ func New(runID string, opts Options) *Hub {
 	return &Hub{
 		runID:      runID,
 		queueSize:  opts.QueueSize,
-		queueBytes: max(opts.QueueBytes, MinBudgetBytes),
+		queueBytes: opts.QueueBytes, // at least MinBudgetBytes: withDefaults
 		next:       1,
 		replay: replay{capacity: max(opts.ReplaySize, 0), capBytes: max(opts.ReplayBytes, MinBudgetBytes),
 			oldest: 1},
@@ -117,7 +117,7 @@ func (h *Hub) Publish(events []*pb.FileCreatedEvent) {
 		return
 	}
 	unresolved := uint64(0)
-	b := newBatch(0, events) // costs outside the lock
+	b := newBatch(events) // costs outside the lock
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	b.first = h.next

@@ -29,8 +29,9 @@ type batch struct {
 	enc wireBatch // encoded on first use by a subscriber
 }
 
-func newBatch(first uint64, events []*pb.FileCreatedEvent) *batch {
-	b := &batch{first: first, events: events, cum: make([]int, len(events)+1)}
+// newBatch wraps events with their costs; the publisher numbers it.
+func newBatch(events []*pb.FileCreatedEvent) *batch {
+	b := &batch{events: events, cum: make([]int, len(events)+1)}
 	for i, ev := range events {
 		b.cum[i+1] = b.cum[i] + EventCost(ev)
 	}

@@ -230,14 +230,15 @@ func (s *Subscription) fill(m *Message) {
 			q.items.popFront()
 			continue
 		}
+		lo := it.lo
 		for it.lo < it.hi && len(resp.Events) < s.opts.MaxEvents && size < s.opts.MaxBytes {
 			ev := it.b.events[it.lo]
 			m.addEvent(it.b, it.lo)
 			size += len(ev.Path) + len(ev.Comm) + eventOverheadBytes
-			q.bytes -= it.b.cost(it.lo, it.lo+1)
 			it.lo++
-			q.n--
 		}
+		q.n -= it.lo - lo
+		q.bytes -= it.b.cost(lo, it.lo)
 		s.next = it.b.first + uint64(it.lo)
 		if it.lo == it.hi {
 			q.items.popFront()
