@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"sync"
 	"testing"
@@ -29,15 +28,8 @@ func (staticStatus) FillStatus(r *pb.GetStatusResponse) { r.Source = "test" }
 // start serves h on 127.0.0.1:0 and returns a client of it.
 func start(t *testing.T, h *hub.Hub, src StatusFiller) pb.EventServiceClient {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer(ServerOption())
-	New(h, Options{Version: "test-version", MaxSubscribersPerPeer: 1 << 10, Status: []StatusFiller{src}}).Register(gs)
-	go gs.Serve(lis)
-	t.Cleanup(gs.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	addr := serveWith(t, h, Options{Version: "test-version", MaxSubscribersPerPeer: 1 << 10, Status: []StatusFiller{src}})
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
