@@ -509,7 +509,9 @@ func (s *Source) poll(sink Sink, drained bool) {
 	sink.PublishGap(pb.GapReason_GAP_REASON_READ_ERROR, delta(now.readErrors, s.last.readErrors))
 	sink.CountMissedOpens(delta(now.kprobeMissed, s.last.kprobeMissed))
 	sink.PublishGap(pb.GapReason_GAP_REASON_PROGRAM_SKIPPED, delta(now.programSkipped, s.last.programSkipped))
-	if drained {
+	// A counter that could not be read holds its old value, too low to
+	// reconcile against: wait until every one is read.
+	if drained && err == nil {
 		sink.PublishGap(pb.GapReason_GAP_REASON_UNEXPLAINED, s.reconcile(now))
 	}
 	s.last = now

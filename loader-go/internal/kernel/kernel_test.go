@@ -299,10 +299,14 @@ func TestDelta(t *testing.T) {
 func TestReconcile(t *testing.T) {
 	s := &Source{log: slog.New(slog.DiscardHandler), reconciles: true, firedBase: 100, last: lossCounts{eventsFired: 100}}
 	var reads []lossCounts
-	s.readLosses = func(lossCounts) (lossCounts, error) {
+	var readErr error
+	s.readLosses = func(last lossCounts) (lossCounts, error) {
 		r := reads[0]
 		reads = reads[1:]
-		return r, nil
+		if readErr != nil {
+			r.ringbufFullPerCPU = last.ringbufFullPerCPU // kept, as readKernelLosses keeps what it cannot read
+		}
+		return r, readErr
 	}
 	var sink gapSink
 	step := func(records uint64, drained bool, l lossCounts) {
@@ -331,6 +335,17 @@ func TestReconcile(t *testing.T) {
 	step(0, true, lossCounts{ringbufFullPerCPU: []uint64{2}, programSkipped: 1, eventsFired: 136})
 	step(0, true, lossCounts{ringbufFullPerCPU: []uint64{2}, programSkipped: 1, eventsFired: 136})
 	if want := "[RINGBUF_FULL:2 PROGRAM_SKIPPED:1 UNEXPLAINED:2 UNEXPLAINED:1]"; fmt.Sprint(sink.gaps) != want {
+		t.Errorf("gaps %v, want %s", sink.gaps, want)
+	}
+	// 4 fired and lost to a full ring while the ring counters cannot be
+	// read: no verdict against their stale values; once they are read
+	// again, the 4 are ring-full gaps, not unexplained ones.
+	step(0, true, lossCounts{ringbufFullPerCPU: []uint64{2}, programSkipped: 1, eventsFired: 140})
+	readErr = errors.New("read BPF loss counters: bad file descriptor")
+	step(0, true, lossCounts{ringbufFullPerCPU: []uint64{6}, programSkipped: 1, eventsFired: 140})
+	readErr = nil
+	step(0, true, lossCounts{ringbufFullPerCPU: []uint64{6}, programSkipped: 1, eventsFired: 140})
+	if want := "[RINGBUF_FULL:2 PROGRAM_SKIPPED:1 UNEXPLAINED:2 UNEXPLAINED:1 RINGBUF_FULL:4]"; fmt.Sprint(sink.gaps) != want {
 		t.Errorf("gaps %v, want %s", sink.gaps, want)
 	}
 	// The eBPF-only probe has no count to reconcile against.
