@@ -47,6 +47,8 @@ export interface Config {
   reconnectMaxDelayMs: number;
   logLevel: LogLevel;
   logFormat: LogFormat;
+  /** --state-file: where the stream position is kept across restarts; '' for nowhere. */
+  stateFile: string;
 }
 
 interface OptionSpec {
@@ -237,6 +239,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     arg: 'text|json',
     help: 'log lines as logfmt or JSON, on stderr',
   },
+  {
+    flag: 'state-file',
+    env: 'FILEWATCHER_EXPORTER_STATE_FILE',
+    default: '',
+    arg: 'FILE',
+    help: "keep the stream position (loader run and sequence) here at every scrape, so that a restarted exporter counts the events the loader's replay buffer still holds instead of skipping them; empty: a restart joins the stream live",
+  },
 ];
 
 /** ParseResult is either a configuration to run with, or text to print and exit. */
@@ -314,6 +323,7 @@ export function parseConfig(
       reconnectMaxDelayMs: get('reconnect-max-delay').duration(1, 3_600_000),
       logLevel: get('log-level').oneOf(['debug', 'info', 'warn', 'error'] as const),
       logFormat: get('log-format').oneOf(['text', 'json'] as const),
+      stateFile: get('state-file').map((v) => v),
     };
     if (config.reconnectMaxDelayMs < config.reconnectInitialDelayMs) {
       throw new Error('--reconnect-max-delay must not be shorter than --reconnect-initial-delay');

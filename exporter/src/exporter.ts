@@ -10,6 +10,8 @@ import type { Logger } from './log';
 import { MetricsHandler } from './exposition';
 import { createStreamMetrics, createTelemetry } from './metrics';
 import type { Telemetry } from './metrics';
+import { loadPosition, savePosition } from './position';
+import type { StreamPosition } from './position';
 import { SeriesTable } from './series';
 import { LoaderStream } from './stream';
 import { loadWebConfig } from './webconfig';
@@ -61,7 +63,9 @@ export class Exporter {
     // Read the clock per event: held events are counted later than their batch.
     const recordWithService = (e: { path: Buffer; flags: number; cgroup_id: number }): void =>
       series.record(e.path, e.flags, Date.now(), e.cgroup_id);
+    const position = readPosition(config.stateFile, log);
     const stream = new LoaderStream({
+      position,
       target: config.loader.target,
       tls: readLoaderTls(config.loaderTls),
       batchSize: config.batchSize,
@@ -88,7 +92,12 @@ export class Exporter {
       config.listen,
       {
         metricsPath: config.metricsPath,
-        metrics: new MetricsHandler(telemetry, series, log).handle,
+        metrics: new MetricsHandler(
+          telemetry,
+          series,
+          log,
+          positionSaver(config.stateFile, stream, log),
+        ).handle,
         notReadyReason: () => (stream.ready ? undefined : `loader stream ${stream.state}`),
       },
       web,
@@ -124,6 +133,58 @@ export class Exporter {
     await this.telemetry.provider.shutdown();
     this.log.info('stopped');
   }
+}
+
+/**
+ * readPosition reads --state-file. One that cannot be read is reported and
+ * ignored (the stream then joins live), never a reason not to start.
+ */
+function readPosition(path: string, log: Logger): StreamPosition | undefined {
+  if (path === '') return undefined;
+  try {
+    const position = loadPosition(path);
+    if (position === undefined) log.info('no saved stream position yet', { state_file: path });
+    else
+      log.info('resuming from the saved stream position', {
+        state_file: path,
+        run_id: position.runId,
+        last_sequence: position.lastSequence,
+      });
+    return position;
+  } catch (err) {
+    log.warn('cannot read the saved stream position: joining the stream live', {
+      state_file: path,
+      error: String(err),
+    });
+    return undefined;
+  }
+}
+
+/**
+ * positionSaver returns what a scrape calls as it starts: it saves the
+ * stream's position when it moved (see position.ts for why at scrapes). A
+ * failure is logged once until saving works again.
+ */
+function positionSaver(path: string, stream: LoaderStream, log: Logger): () => void {
+  if (path === '') return () => undefined;
+  let saved = '';
+  let failing = false;
+  return () => {
+    const position = stream.position();
+    if (position === undefined) return;
+    const key = JSON.stringify(position);
+    if (key === saved) return;
+    try {
+      savePosition(path, position);
+      saved = key;
+      if (failing) log.info('saving the stream position works again', { state_file: path });
+      failing = false;
+    } catch (err) {
+      if (!failing)
+        log.warn('cannot save the stream position', { state_file: path, error: String(err) });
+      failing = true;
+    }
+  };
 }
 
 /** registerObservables exports state that is read rather than counted: gauges and the loader's status. */

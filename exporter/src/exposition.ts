@@ -23,6 +23,8 @@ export class MetricsHandler {
     private readonly telemetry: Telemetry,
     private readonly series: SeriesTable,
     private readonly log: Logger,
+    /** Called as each GET scrape starts, before anything is collected. */
+    private readonly onScrape: () => void = () => undefined,
   ) {}
 
   handle = (req: http.IncomingMessage, res: http.ServerResponse): void => {
@@ -45,6 +47,7 @@ export class MetricsHandler {
       res.end();
       return;
     }
+    this.onScrape();
     let out: Writable = res;
     if (gzip) {
       // Fast compression: the exposition is repetitive text, and level 1

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -199,6 +201,70 @@ describe('integration with the real loader', () => {
       await loader.stop('SIGKILL');
     }
   });
+
+  it('after kill -9, a new exporter process resumes from its saved position: nothing skipped', async () => {
+    const socket = `unix://${dir}/resume.sock`;
+    const stateFile = path.join(dir, 'position.json');
+    const loader = await RealLoader.start([
+      '--listen',
+      socket,
+      '--rate',
+      '3000',
+      '--synthetic-dirs',
+      '1',
+      '--synthetic-names',
+      '7',
+    ]);
+    let first: ExporterProcess | undefined;
+    let second: ExporterProcess | undefined;
+    try {
+      const a = await ExporterProcess.start(socket, stateFile);
+      first = a;
+      const startA = Number(
+        (await waitFor('subscribed', () => a.line('subscribed to loader')))['start_sequence'],
+      );
+      await waitFor(
+        '2000 events',
+        async () =>
+          (sample(await a.scrape(), metric('filewatcher_exporter_events_received_total')) ?? 0) >=
+          2000,
+      );
+      // The last scrape saves the position as of its start; it shows at
+      // least the events up to that position.
+      const seenA = fileLines(await a.scrape());
+      const saved = JSON.parse(fs.readFileSync(stateFile, 'utf8')) as {
+        run_id: string;
+        last_sequence: number;
+      };
+      assert.equal(saved.run_id, loader.runId);
+      const countedA = seenA.reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
+      assert.deepEqual(seenA, expectedLines([startA, startA + countedA - 1]));
+      assert.ok(startA + countedA - 1 >= saved.last_sequence, 'the scrape covers the position');
+      a.process.kill('SIGKILL');
+      await a.exited;
+      // Events go on while no exporter runs; the loader's replay buffer keeps them.
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+
+      second = await ExporterProcess.start(socket, stateFile);
+      const resumed = await waitFor('subscribed', () => second?.line('subscribed to loader'));
+      assert.equal(resumed['resumed_after'], saved.last_sequence);
+      await loader.stop('SIGTERM'); // drains every stream
+      await waitFor('stream ended', () => second?.line('stream from loader ended, reconnecting'));
+      const text = await second.scrape();
+      const countedB = sample(text, metric('filewatcher_exporter_events_received_total')) ?? 0;
+      assert.ok(countedB > 3000, `events of the downtime and after: ${countedB}`);
+      // Exactly every event after the saved position, none skipped, none lost.
+      assert.deepEqual(
+        fileLines(text),
+        expectedLines([saved.last_sequence + 1, saved.last_sequence + countedB]),
+      );
+      assert.equal(text.includes('filewatcher_exporter_events_lost_total'), false);
+    } finally {
+      first?.process.kill('SIGKILL');
+      second?.process.kill('SIGKILL');
+      await loader.stop('SIGKILL');
+    }
+  });
 });
 
 /** CuttableProxy forwards TCP to target; cut() drops every connection and refuses new ones until restore(). */
@@ -250,5 +316,56 @@ class CuttableProxy {
   close(): void {
     this.cut();
     this.server.close();
+  }
+}
+
+/** ExporterProcess is node exporter/dist/main.js, a real process (so kill -9 is real). */
+class ExporterProcess {
+  private stderr = '';
+  readonly exited: Promise<unknown>;
+
+  private constructor(readonly process: ChildProcess) {
+    process.stderr?.on('data', (chunk: Buffer) => (this.stderr += chunk.toString()));
+    this.exited = new Promise((resolve) => process.once('exit', resolve));
+  }
+
+  static async start(loader: string, stateFile: string): Promise<ExporterProcess> {
+    const child = spawn(
+      process.execPath,
+      [
+        path.join(__dirname, 'main.js'),
+        '--loader',
+        loader,
+        '--listen',
+        '127.0.0.1:0',
+        '--state-file',
+        stateFile,
+        '--log-format',
+        'json',
+        '--reconnect-initial-delay',
+        '100ms',
+        '--reconnect-max-delay',
+        '200ms',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    const p = new ExporterProcess(child);
+    await waitFor('ready line', () => p.line('ready'));
+    return p;
+  }
+
+  /** line is the last JSON log line with message msg. */
+  line(msg: string): Record<string, unknown> | undefined {
+    return this.stderr
+      .trim()
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l.msg === msg)
+      .at(-1);
+  }
+
+  async scrape(): Promise<string> {
+    return scrape(`http://${String(this.line('ready')?.listen)}`);
   }
 }

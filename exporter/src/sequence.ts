@@ -99,6 +99,20 @@ export class LossDeltas {
     this.joined = false;
   }
 
+  /** snapshot is the values last seen, to restore in another process. */
+  snapshot(): Partial<Record<CounterName, number>> {
+    return Object.fromEntries(this.seen);
+  }
+
+  /**
+   * restore takes a snapshot of another process that followed the same run:
+   * growth past those values is counted; a counter it lacks is joined.
+   */
+  restore(values: Partial<Record<CounterName, number>>): void {
+    this.seen = new Map(Object.entries(values) as Array<[CounterName, number]>);
+    this.joined = true;
+  }
+
   /** delta returns how much `name` grew since the last call, and remembers value. */
   delta(name: CounterName, value: number): number {
     if (this.joined && !this.seen.has(name)) {

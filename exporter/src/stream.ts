@@ -10,6 +10,7 @@ import type { SubscribeRequest } from './generated/filewatcher/v1/SubscribeReque
 import type { SubscribeResponse__Output } from './generated/filewatcher/v1/SubscribeResponse';
 import type { Logger } from './log';
 import type { StreamMetrics } from './metrics';
+import type { StreamPosition } from './position';
 import { gapReasonLabel, loadApi } from './proto';
 import { LOSS_FIELDS, LossDeltas, SequenceTracker } from './sequence';
 
@@ -32,6 +33,11 @@ export interface LoaderStreamOptions {
   metrics: StreamMetrics;
   /** Receives each message's events, in sequence order. */
   onEvents: (events: FileCreatedEvent__Output[]) => void;
+  /**
+   * Where a previous exporter process stood (--state-file): the stream
+   * resumes its run right after it, or reads a newer run from its start.
+   */
+  position?: StreamPosition;
 }
 
 const OVERFLOW_POLICIES: Record<OverflowPolicyName, OverflowPolicy> = {
@@ -121,6 +127,22 @@ export class LoaderStream {
     this.backoff = new Backoff(options.backoff);
     this.log = options.log.with({ component: 'stream' });
     this.metrics = options.metrics;
+    const from = options.position;
+    if (from !== undefined) {
+      this.runId = from.runId;
+      this.sequence.expectFrom(from.lastSequence + 1);
+      this.loss.restore(from.loss);
+    }
+  }
+
+  /**
+   * position is where the stream stands now: the run, the last sequence
+   * accounted for and the loader's loss counters as last seen; undefined
+   * before anything of a run was accounted for.
+   */
+  position(): StreamPosition | undefined {
+    if (this.runId === undefined || !this.sequence.known) return undefined;
+    return { runId: this.runId, lastSequence: this.sequence.last, loss: this.loss.snapshot() };
   }
 
   /** state is the current state of the subscription. */

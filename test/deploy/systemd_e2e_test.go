@@ -225,6 +225,49 @@ func TestSystemdGuest(t *testing.T) {
 		t.FailNow()
 	}
 
+	ok = t.Run("kill -9 of the exporter: the next one counts what was created meanwhile", func(t *testing.T) {
+		subscribed(t)
+		g.must(t, "touch /srv/fw-e2e/before-exporter-kill")
+		eventually(t, time.Minute, time.Second, "before-exporter-kill counted", func() error {
+			return counted("/srv/fw-e2e", "before-exporter-kill", 1)
+		})
+		// One more scrape: it saves the position as of its start, after
+		// the event (StateDirectory= and --state-file from the unit).
+		if _, err := metrics(); err != nil {
+			t.Fatal(err)
+		}
+		saved := g.must(t, "cat /var/lib/filewatcher-exporter/position.json")
+		if !strings.Contains(saved, `"run_id":"`) || strings.Contains(saved, `"last_sequence":0,`) {
+			t.Fatalf("saved position = %s", saved)
+		}
+		exporterPID := g.must(t, "systemctl show -P MainPID filewatcher-exporter")
+		// Created while no exporter runs (systemd restarts it after
+		// RestartSec=2): only the saved position gets it counted.
+		g.must(t, "kill -9 "+exporterPID+" && touch /srv/fw-e2e/while-exporter-down")
+		eventually(t, time.Minute, time.Second, "exporter restarted by systemd", func() error {
+			if pid := g.must(t, "systemctl show -P MainPID filewatcher-exporter"); pid == exporterPID || pid == "0" {
+				return fmt.Errorf("exporter MainPID %s", pid)
+			}
+			return nil
+		})
+		subscribed(t)
+		eventually(t, time.Minute, time.Second, "while-exporter-down counted by the new exporter", func() error {
+			return counted("/srv/fw-e2e", "while-exporter-down", 1)
+		})
+		// What the old process counted and Prometheus saw is not counted again.
+		ms, err := metrics()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v, found := find(ms, "file_created_total", map[string]string{"path": "/srv/fw-e2e", "name": "before-exporter-kill"}); found {
+			t.Errorf("before-exporter-kill counted again by the new exporter: %v", v)
+		}
+		step("kill -9 of the exporter: resumed from the saved position")
+	})
+	if !ok {
+		t.FailNow()
+	}
+
 	ok = t.Run("restart with the least-privilege drop-in: exporter follows, no CAP_SYS_ADMIN", func(t *testing.T) {
 		exporterPID := g.must(t, "systemctl show -P MainPID filewatcher-exporter")
 		// The drop-in is for kernels at the upstream perf_event_paranoid

@@ -28,8 +28,9 @@ import (
 // whose stall timeout is short.
 //
 // Not covered yet: kill -9 of the loader (a new run starts and what was
-// created until it attaches is not reported; issue 14) and kill -9 of the
-// exporter (it keeps no stream position yet; issue 17).
+// created until it attaches is not reported; issue 14). kill -9 of the
+// exporter is covered where its state file lives: the systemd guest
+// (test/deploy) and exporter/src/integration.test.ts.
 const (
 	chaosRingbuf      = 64 << 10
 	chaosStallTimeout = 2 * time.Second
