@@ -29,6 +29,8 @@ const NAMES = [
   'file-00006.log',
 ];
 const UNRESOLVED_EVERY = 997;
+// The loader's flags for that mix, at 3,000 events/s.
+const SYNTHETIC_MIX = ['--rate', '3000', '--synthetic-dirs', '1', '--synthetic-names', '7'];
 
 /** exposition escapes a label value as the Prometheus text format does. */
 const exposition = (value: string): string =>
@@ -63,16 +65,7 @@ describe('integration with the real loader', () => {
 
   it('counts exactly what the loader sent, and every event of the next loader run', async () => {
     const socket = `unix://${dir}/loader.sock`;
-    const loaderArgs = [
-      '--listen',
-      socket,
-      '--rate',
-      '3000',
-      '--synthetic-dirs',
-      '1',
-      '--synthetic-names',
-      '7',
-    ];
+    const loaderArgs = ['--listen', socket, ...SYNTHETIC_MIX];
     let loader = await RealLoader.start(loaderArgs);
     const { exporter, log, url } = await startExporter(socket);
     try {
@@ -205,16 +198,7 @@ describe('integration with the real loader', () => {
   it('after kill -9, a new exporter process resumes from its saved position: nothing skipped', async () => {
     const socket = `unix://${dir}/resume.sock`;
     const stateFile = path.join(dir, 'position.json');
-    const loader = await RealLoader.start([
-      '--listen',
-      socket,
-      '--rate',
-      '3000',
-      '--synthetic-dirs',
-      '1',
-      '--synthetic-names',
-      '7',
-    ]);
+    const loader = await RealLoader.start(['--listen', socket, ...SYNTHETIC_MIX]);
     let first: ExporterProcess | undefined;
     let second: ExporterProcess | undefined;
     try {
