@@ -18,6 +18,10 @@ func TestOpenWithoutTracepoint(t *testing.T) {
 		t.Skip("loading BPF programs needs root")
 	}
 	if _, err := os.Stat("/sys/kernel/tracing/events/filewatcher/file_created"); err == nil {
+		// CI's host cannot load modules, so the tracepoint is never there.
+		if os.Getenv("CI") == "true" {
+			t.Fatal("the filewatcher tracepoint exists on this CI host: this test needs a host without the module")
+		}
 		t.Skip("the filewatcher tracepoint exists here")
 	}
 	s, err := Open(Options{RingbufSize: 1 << 20})
