@@ -97,6 +97,12 @@ struct event_hdr {
 	__u32 flags;	// bit 0: path unresolved (FW_PATH_UNRESOLVED)
 	__u32 path_len;	// path bytes following the header, without NUL
 	char comm[TASK_COMM_LEN];
+	// The record's place in its stream: the records one program slot
+	// (STREAM_*) wrote on one CPU are numbered 1, 2, 3, ... in the order
+	// they entered the ring (see streams).
+	__u64 stream_seq;
+	__u32 cpu;
+	__u32 slot;
 };
 
 struct event {
@@ -130,6 +136,26 @@ struct {
 	__type(key, __u32);
 	__type(value, struct loss_counters);
 } losses SEC(".maps");
+
+// Records written, per program slot and CPU: the last stream_seq that
+// reached the ring. A slot's program never runs twice at once on one CPU
+// (a tracepoint program runs with preemption off and bpf_prog_active held, a
+// tracing program under its own recursion guard: a run that would nest is
+// skipped and counted in the program's recursion misses), so each count
+// grows by one per record and records of a stream reach the ring in order.
+// The two programs of the eBPF-only probe have a slot each, since one can
+// run while the other is preempted. Pinned with the ring (the loader's
+// --pin-dir), these let a loader that replaces a dead one count exactly the
+// records the dead one had read but not handed on: the numbers missing
+// between its last checkpoint and what the ring still holds.
+#define STREAM_OPEN 0	// file_created, fentry_security_file_open
+#define STREAM_EXIT 1	// fexit_open
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+} streams SEC(".maps");
 
 // A struct event (4 KiB) does not fit on the 512-byte BPF stack.
 struct {
@@ -167,9 +193,19 @@ static __always_inline void fill_hdr(struct event *e, __u32 flags)
 	bpf_get_current_comm(e->hdr.comm, sizeof(e->hdr.comm));
 }
 
-// submit writes e, whose path_len is set, to the ring buffer.
-static __always_inline void submit(struct event *e, struct loss_counters *c)
+// submit writes e, whose path_len is set, to the ring buffer as the next
+// record of stream slot on this CPU.
+static __always_inline void submit(struct event *e, struct loss_counters *c, __u32 slot)
 {
+	__u64 *written = bpf_map_lookup_elem(&streams, &slot);
+	if (!written) {
+		c->read_errors++;
+		return;
+	}
+	e->hdr.stream_seq = *written + 1;
+	e->hdr.cpu = bpf_get_smp_processor_id();
+	e->hdr.slot = slot;
+
 	// path_len is below PATH_MAX (it excludes the NUL); the mask lets the
 	// verifier see that the record stays inside *e.
 	__u32 path_len = e->hdr.path_len & (PATH_MAX - 1);
@@ -195,6 +231,8 @@ static __always_inline void submit(struct event *e, struct loss_counters *c)
 		wakeup = BPF_RB_FORCE_WAKEUP;
 	if (bpf_ringbuf_output(&events, e, size, wakeup))
 		c->ringbuf_full++;
+	else
+		*written = e->hdr.stream_seq;
 }
 
 // The kmod probe: the module fired its tracepoint for a file it saw created.
@@ -218,7 +256,7 @@ int file_created(struct file_created_ctx *ctx)
 	fill_hdr(e, ctx->flags);
 	// n counts the NUL and is at most PATH_MAX.
 	e->hdr.path_len = (__u32)(n - 1) & (PATH_MAX - 1);
-	submit(e, c);
+	submit(e, c, STREAM_OPEN);
 	return 0;
 }
 
@@ -267,7 +305,7 @@ int fentry_security_file_open(__u64 *ctx)
 	fill_hdr(e, flags);
 	e->hdr.path_len = (__u32)(n - 1) & (PATH_MAX - 1);
 	if (!wait) {
-		submit(e, c);
+		submit(e, c, STREAM_OPEN);
 		return 0;
 	}
 	__u64 key = bpf_get_current_pid_tgid();
@@ -292,7 +330,7 @@ int fexit_open(__u64 *ctx)
 	__u32 zero = 0;
 	struct loss_counters *c = bpf_map_lookup_elem(&losses, &zero);
 	if (c && p->file == (__u64)file && (file->f_mode & FMODE_CREATED))
-		submit(&p->ev, c);
+		submit(&p->ev, c, STREAM_EXIT);
 	bpf_map_delete_elem(&pending_opens, &key);
 	return 0;
 }

@@ -228,6 +228,7 @@ function decodeLoss(r: Reader, end: number): LossCounters__Output {
     path_unresolved: 0,
     program_skipped: 0,
     unexplained: 0,
+    loader_restart: 0,
   };
   r.end = end;
   while (r.pos < end) {
@@ -255,6 +256,9 @@ function decodeLoss(r: Reader, end: number): LossCounters__Output {
           continue;
         case 7:
           loss.unexplained = r.uint64();
+          continue;
+        case 8:
+          loss.loader_restart = r.uint64();
           continue;
       }
     }

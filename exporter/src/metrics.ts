@@ -64,7 +64,7 @@ export function createStreamMetrics(meter: Meter): StreamMetrics {
     ),
     eventsLost: counter(
       'filewatcher_exporter_events_lost_total',
-      'Events this exporter will never receive, by reason: gaps reported by the loader (ringbuf_full, read_error, program_skipped, unexplained, subscriber_overflow, replay_expired; kprobe_missed only from older loaders) or sequence_gap, found from sequence numbers.',
+      'Events this exporter will never receive, by reason: gaps reported by the loader (ringbuf_full, read_error, program_skipped, unexplained, loader_restart, subscriber_overflow, replay_expired; kprobe_missed only from older loaders) or sequence_gap, found from sequence numbers.',
     ),
     loaderEventsLost: counter(
       'filewatcher_loader_events_lost_total',

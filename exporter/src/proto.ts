@@ -54,6 +54,7 @@ export const GAP_REASONS: ReadonlyMap<number, string> = new Map([
   [5, 'read_error'],
   [6, 'program_skipped'],
   [7, 'unexplained'],
+  [8, 'loader_restart'],
 ]);
 
 /** gapReasonLabel names a GapReason; numbers from a newer API become "unknown". */

@@ -75,6 +75,7 @@ export const LOSS_FIELDS = [
   ['subscriber_dropped', 'subscriber_overflow'],
   ['program_skipped', 'program_skipped'],
   ['unexplained', 'unexplained'],
+  ['loader_restart', 'loader_restart'],
 ] as const satisfies ReadonlyArray<readonly [keyof LossCounters__Output, string]>;
 
 type CounterName = keyof LossCounters__Output;

@@ -22,28 +22,134 @@ import (
 
 // Chaos: under a storm of creations in the guest, things go wrong — a
 // subscriber stops reading, the loader cannot drain its ring, the exporter
-// is stopped — and afterwards what was created must equal what was
-// delivered plus what was reported lost, exactly. Each case runs with the
-// probe under test and a loader whose ring is small (so that it fills) and
-// whose stall timeout is short.
+// is stopped, the loader is killed — and afterwards what was created must
+// equal what was delivered plus what was reported lost, exactly. Each case
+// runs with the probe under test and a loader whose ring is small (so that
+// it fills), whose stall timeout is short and that pins its probe
+// (--pin-dir), so that a loader started after a kill -9 takes its run over.
 //
-// Not covered yet: kill -9 of the loader (a new run starts and what was
-// created until it attaches is not reported; issue 14). kill -9 of the
-// exporter is covered where its state file lives: the systemd guest
-// (test/deploy) and exporter/src/integration.test.ts.
+// kill -9 of the exporter is covered where its state file lives: the
+// systemd guest (test/deploy) and exporter/src/integration.test.ts.
 const (
 	chaosRingbuf      = 64 << 10
 	chaosStallTimeout = 2 * time.Second
+	chaosPinDir       = "/sys/fs/bpf/filewatcher"
 )
 
 func testChaos(t *testing.T, g *guest, probe string) {
-	g.startLoader(t, "--probe", probe, "--ringbuf-size", strconv.Itoa(chaosRingbuf),
-		"--stall-timeout", chaosStallTimeout.String())
+	args := []string{"--probe", probe, "--ringbuf-size", strconv.Itoa(chaosRingbuf),
+		"--stall-timeout", chaosStallTimeout.String(), "--pin-dir", chaosPinDir}
+	g.startLoader(t, args...)
 	t.Run("stalled subscriber", func(t *testing.T) { testChaosStalledSubscriber(t, g) })
 	t.Run("full ring buffer", func(t *testing.T) { testChaosFullRing(t, g) })
 	t.Run("exporter stopped", func(t *testing.T) { testChaosExporterStopped(t, g) })
 	t.Run("memory within bounds", func(t *testing.T) { testChaosMemory(t, g) })
+	t.Run("loader killed", func(t *testing.T) { testChaosLoaderKilled(t, g, probe, args) })
+	// A deliberate stop (SIGTERM) unpins everything: the programs detach
+	// and, with the module, stopLoader checks it was unloaded, though the
+	// loader that stops is not the one that loaded it.
 	g.stopLoader(t)
+	if out := strings.TrimSpace(string(g.sh(t, "ls -A "+chaosPinDir+" 2>/dev/null || true"))); out != "" {
+		t.Errorf("after the loader stopped, %s holds %q", chaosPinDir, out)
+	}
+}
+
+// pinsProbe says whether the loader can pin probe's attachment on this
+// kernel: the module's tracepoint is attached through a perf event, which
+// became a pinnable BPF link in Linux 5.15; the eBPF-only probe's tracing
+// links are pinnable wherever it runs.
+func pinsProbe(t *testing.T, g *guest, probe string) bool {
+	var major, minor int
+	if _, err := fmt.Sscanf(g.release, "%d.%d", &major, &minor); err != nil {
+		t.Fatalf("kernel release %q: %v", g.release, err)
+	}
+	return probe == "bpf" || major > 5 || major == 5 && minor >= 15
+}
+
+// killLoader kills the loader with SIGKILL, after script (run in the
+// guest's shell as the kill's prelude, e.g. a storm started in the
+// background), and waits for it to be gone.
+func killLoader(t *testing.T, g *guest, script string) {
+	t.Helper()
+	g.sh(t, script+"kill -KILL $(pidof filewatcher-loader); wait")
+	deadline := time.Now().Add(30 * time.Second)
+	for strings.TrimSpace(string(g.sh(t, "pidof filewatcher-loader >/dev/null || echo gone"))) != "gone" {
+		if time.Now().After(deadline) {
+			t.Fatal("the loader is still running 30 s after SIGKILL")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// testChaosLoaderKilled: the loader is killed (SIGKILL) in the middle of a
+// storm, which goes on with no loader running; a loader started with the
+// same --pin-dir takes the run over (same run id, sequences continued), and
+// a client resuming from the last sequence it saw accounts for every file:
+// delivered once, or in a gap (the ring filled while no one read it; what
+// the dead loader had read but not numbered, LOADER_RESTART; what it had
+// numbered but not sent, REPLAY_EXPIRED). Then it is killed while idle and
+// files are created while no loader runs: every one of them is delivered.
+// Where the kernel cannot pin the probe, the loader says why in GetStatus.
+func testChaosLoaderKilled(t *testing.T, g *guest, probe string, args []string) {
+	st := loaderStatus(t, g)
+	if !pinsProbe(t, g, probe) {
+		if st.PinDir != "" || !strings.Contains(st.PinDetail, "the module's tracepoint needs Linux 5.15") {
+			t.Errorf("GetStatus says pin_dir %q, pin_detail %q; want nothing pinned, and why", st.PinDir, st.PinDetail)
+		}
+		if out := strings.TrimSpace(string(g.sh(t, "ls -A "+chaosPinDir))); out != "" {
+			t.Errorf("nothing is pinned, yet %s holds %q", chaosPinDir, out)
+		}
+		return
+	}
+	if st.PinDir != chaosPinDir || st.PinDetail != "" || st.Resumes != 0 {
+		t.Fatalf("GetStatus says pin_dir %q, pin_detail %q, resumes %d; want %s, none, 0", st.PinDir, st.PinDetail, st.Resumes, chaosPinDir)
+	}
+	l := newLedger(t, g.client)
+	dir, n := "/tmp/chaos-killed", 5000
+	killLoader(t, g, fmt.Sprintf(`rm -rf %[1]s && mkdir -p %[1]s && ( i=0; while [ $i -lt %[2]d ]; do : > %[1]s/k$i; i=$((i+1)); done ) & sleep 0.5; `, dir, n))
+	g.startLoader(t, args...)
+	after := settledLastSequence(t, g)
+	if after.RunId != st.RunId || after.Resumes != 1 {
+		t.Fatalf("after the kill: run %s, resumes %d; want run %s taken over once", after.RunId, after.Resumes, st.RunId)
+	}
+	l.readUntil(t, after.LastSequence)
+	delivered, lost := l.reconcile(t, dir, n)
+	for reason := range l.gaps {
+		switch reason {
+		case "GAP_REASON_RINGBUF_FULL", "GAP_REASON_LOADER_RESTART", "GAP_REASON_REPLAY_EXPIRED":
+		default:
+			t.Errorf("a gap of %s; want only a full ring, the restart or the replay buffer", reason)
+		}
+	}
+	if lr := after.Loss.GetLoaderRestart(); lr != l.gaps["GAP_REASON_LOADER_RESTART"] {
+		t.Errorf("loss.loader_restart %d; the client saw %d", lr, l.gaps["GAP_REASON_LOADER_RESTART"])
+	}
+	t.Logf("killed mid-storm: %d created, %d delivered, %d lost (%v)", n, delivered, lost, l.gaps)
+
+	// Idle, then killed: what is created meanwhile waits in the ring.
+	killLoader(t, g, "")
+	m := 200
+	g.sh(t, fmt.Sprintf(`i=0; while [ $i -lt %d ]; do : > %s/d$i; i=$((i+1)); done`, m, dir))
+	g.startLoader(t, args...)
+	again := settledLastSequence(t, g)
+	if again.RunId != st.RunId || again.Resumes != 2 {
+		t.Fatalf("after the second kill: run %s, resumes %d; want run %s taken over twice", again.RunId, again.Resumes, st.RunId)
+	}
+	before := l.gaps
+	l.gaps = map[string]uint64{}
+	l.readUntil(t, again.LastSequence)
+	for i := range m {
+		if p := fmt.Sprintf("%s/d%d", dir, i); l.paths[p] != 1 {
+			t.Errorf("%s, created while no loader ran, delivered %d times; want once", p, l.paths[p])
+		}
+	}
+	if len(l.gaps) != 0 {
+		t.Errorf("gaps %v after an idle kill; want none", l.gaps)
+	}
+	for k, v := range before {
+		l.gaps[k] += v
+	}
+	l.reconcile(t, dir, n+m)
 }
 
 // testChaosMemory: after the cases above, the replay buffer is within its

@@ -24,6 +24,7 @@ import (
 
 	"github.com/filewatcher/filewatcher/loader-go/internal/config"
 	"github.com/filewatcher/filewatcher/loader-go/internal/hub"
+	"github.com/filewatcher/filewatcher/loader-go/internal/kernel"
 	"github.com/filewatcher/filewatcher/loader-go/internal/listen"
 	"github.com/filewatcher/filewatcher/loader-go/internal/sdnotify"
 	"github.com/filewatcher/filewatcher/loader-go/internal/server"
@@ -39,9 +40,22 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
+// errHandover is the cause of the context's end on SIGUSR2: stop, but leave
+// what --pin-dir pinned for the next loader (SIGTERM and SIGINT unpin).
+var errHandover = errors.New("handing over to the next loader (SIGUSR2)")
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGUSR2)
+	go func() {
+		sig := <-sigs
+		signal.Stop(sigs) // a second signal kills, as by default
+		if sig == syscall.SIGUSR2 {
+			cancel(errHandover)
+		}
+		cancel(fmt.Errorf("signal %v", sig))
+	}()
 	os.Exit(run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr, nil))
 }
 
@@ -71,22 +85,26 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 // source is an event source as the loader drives it.
 type source struct {
 	name   string
-	run    func(context.Context) error
+	run    func(context.Context, *hub.Hub) error
 	status []server.StatusFiller // the server fills a status report with each
-	close  func() error
+	// close ends the source; handover leaves what it pinned for the next
+	// loader (--pin-dir).
+	close func(handover bool) error
+	// resumed is the run taken over from an earlier loader; nil: a new run.
+	resumed *kernel.Resumed
 }
 
-func openSource(cfg config.Config, h *hub.Hub, log *slog.Logger) (*source, error) {
+func openSource(cfg config.Config, runID string, log *slog.Logger) (*source, error) {
 	if cfg.Source == config.SourceSynthetic {
 		s := synthetic.New(synthetic.Options{Rate: cfg.Rate, Dirs: cfg.SyntheticDirs, Names: cfg.SyntheticNames})
 		return &source{
 			name:   s.Name(),
-			run:    func(ctx context.Context) error { return s.Run(ctx, h) },
+			run:    func(ctx context.Context, h *hub.Hub) error { return s.Run(ctx, h) },
 			status: []server.StatusFiller{s},
-			close:  func() error { return nil },
+			close:  func(bool) error { return nil },
 		}, nil
 	}
-	return openKernel(cfg, h, log)
+	return openKernel(cfg, runID, log)
 }
 
 func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(net.Addr)) (err error) {
@@ -104,14 +122,21 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	if err != nil {
 		return err
 	}
-	h := hub.New(runID, hub.Options{QueueSize: cfg.QueueSize, QueueBytes: cfg.QueueBytes,
-		ReplaySize: cfg.ReplaySize, ReplayBytes: cfg.ReplayBytes})
-	src, err := openSource(cfg, h, log)
+	src, err := openSource(cfg, runID, log)
 	if err != nil {
 		return err
 	}
+	if src.resumed != nil {
+		runID = src.resumed.RunID
+	}
+	h := hub.New(runID, hub.Options{QueueSize: cfg.QueueSize, QueueBytes: cfg.QueueBytes,
+		ReplaySize: cfg.ReplaySize, ReplayBytes: cfg.ReplayBytes})
+	if r := src.resumed; r != nil {
+		h.Resume(r.Next, r.Loss)
+	}
 	defer func() {
-		if cerr := src.close(); cerr != nil {
+		handover := errors.Is(context.Cause(ctx), errHandover)
+		if cerr := src.close(handover); cerr != nil {
 			log.Error("cleanup", "error", cerr)
 			err = errors.Join(err, cerr)
 		}
@@ -159,12 +184,12 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 	srcCtx, stopSource := context.WithCancel(ctx)
 	defer stopSource()
 	srcDone := make(chan error, 1)
-	go func() { srcDone <- src.run(srcCtx) }()
+	go func() { srcDone <- src.run(srcCtx, h) }()
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- gs.Serve(lis) }()
 	setHealth(hs, healthpb.HealthCheckResponse_SERVING)
 	log.Info("ready", "listen", listenString(addr, lis.Addr()), "access", acc.describe(addr),
-		"source", src.name, "run_id", runID, "version", version)
+		"source", src.name, "run_id", runID, "resumed", src.resumed != nil, "version", version)
 	if err := sdnotify.Ready(); err != nil {
 		log.Warn("cannot notify systemd", "error", err)
 	}
@@ -174,7 +199,7 @@ func serve(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(
 
 	select {
 	case <-ctx.Done():
-		log.Info("shutting down")
+		log.Info("shutting down", "cause", context.Cause(ctx))
 	case err = <-srcDone:
 		err = fmt.Errorf("event source stopped: %w", errOrUnexpected(err))
 		srcDone <- nil

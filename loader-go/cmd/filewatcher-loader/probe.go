@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/filewatcher/filewatcher/loader-go/internal/config"
+	"github.com/filewatcher/filewatcher/loader-go/internal/hub"
 	"github.com/filewatcher/filewatcher/loader-go/internal/kernel"
 	"github.com/filewatcher/filewatcher/loader-go/internal/kernelmodule"
 	"github.com/filewatcher/filewatcher/loader-go/internal/server"
@@ -102,15 +103,24 @@ func openProbe(cfg config.Config, open kernelOpeners, log *slog.Logger) (*source
 }
 
 // openKernel opens the kernel source with the probe cfg asks for.
-func openKernel(cfg config.Config, sink kernel.Sink, log *slog.Logger) (*source, error) {
-	opts := kernel.Options{RingbufSize: uint32(cfg.RingbufSize), Log: log, MountTracefs: true}
+func openKernel(cfg config.Config, runID string, log *slog.Logger) (*source, error) {
+	opts := kernel.Options{RingbufSize: uint32(cfg.RingbufSize), Log: log, MountTracefs: true,
+		PinDir: cfg.PinDir, RunID: runID}
 	wrap := func(k *kernel.Source, closeAlso func() error) *source {
 		return &source{
 			name:   k.Name(),
-			run:    func(ctx context.Context) error { return k.Run(ctx, sink) },
+			run:    func(ctx context.Context, h *hub.Hub) error { return k.Run(ctx, h) },
 			status: []server.StatusFiller{k},
-			// Detach before unloading: the attached program pins the module.
-			close: func() error { return errors.Join(k.Close(), closeAlso()) },
+			close: func(handover bool) error {
+				if handover && k.Pinned() {
+					// The pinned attachment holds the module, and the
+					// next loader takes both over.
+					return k.Handover()
+				}
+				// Detach before unloading: the attached program pins the module.
+				return errors.Join(k.Close(), closeAlso())
+			},
+			resumed: k.Resumed(),
 		}
 	}
 	open := kernelOpeners{

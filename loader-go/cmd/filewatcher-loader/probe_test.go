@@ -116,10 +116,10 @@ func TestOpenKernelHere(t *testing.T) {
 		}
 		t.Skip("needs root to probe the kernel")
 	}
-	src, err := openKernel(config.Config{Probe: config.ProbeAuto, RingbufSize: 1 << 16}, nil, slog.New(slog.DiscardHandler))
+	src, err := openKernel(config.Config{Probe: config.ProbeAuto, RingbufSize: 1 << 16}, "", slog.New(slog.DiscardHandler))
 	if err == nil {
 		// A host that runs a probe: it must say which, and why.
-		defer src.close()
+		defer src.close(false)
 		var resp pb.GetStatusResponse
 		for _, f := range src.status {
 			f.FillStatus(&resp)

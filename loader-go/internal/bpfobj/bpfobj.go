@@ -12,3 +12,10 @@
 package bpfobj
 
 //go:generate go tool bpf2go -target bpfel -go-package bpfobj -type event_hdr -type loss_counters Filewatcher ../../../bpf/filewatcher.bpf.c -- -O2 -g -Wall -Werror -I/usr/include/x86_64-linux-gnu -I/usr/include/aarch64-linux-gnu
+
+import "crypto/sha256"
+
+// ObjectSHA256 identifies the compiled object: a loader that finds programs
+// and maps pinned by another (loader-go/internal/kernel, --pin-dir) takes
+// them over only if they came from the same object.
+func ObjectSHA256() [32]byte { return sha256.Sum256(_FilewatcherBytes) }

@@ -49,11 +49,11 @@ func TestVerifier(t *testing.T) {
 }
 
 // TestLayout pins the record header layout that the kernel source decodes by
-// hand: 56 bytes, path right after it.
+// hand: 72 bytes, path right after it.
 func TestLayout(t *testing.T) {
 	var h FilewatcherEventHdr
-	if got := binary.Size(h); got != 56 {
-		t.Errorf("header size = %d, want 56", got)
+	if got := binary.Size(h); got != 72 {
+		t.Errorf("header size = %d, want 72", got)
 	}
 	offsets := []struct {
 		name string
@@ -69,6 +69,9 @@ func TestLayout(t *testing.T) {
 		{"flags", unsafe.Offsetof(h.Flags), 32},
 		{"path_len", unsafe.Offsetof(h.PathLen), 36},
 		{"comm", unsafe.Offsetof(h.Comm), 40},
+		{"stream_seq", unsafe.Offsetof(h.StreamSeq), 56},
+		{"cpu", unsafe.Offsetof(h.Cpu), 64},
+		{"slot", unsafe.Offsetof(h.Slot), 68},
 	}
 	for _, o := range offsets {
 		if o.got != o.want {
@@ -76,8 +79,8 @@ func TestLayout(t *testing.T) {
 		}
 	}
 	var p FilewatcherPending
-	if off := unsafe.Offsetof(p.Ev.Path); off != 56 {
-		t.Errorf("path offset = %d, want 56", off)
+	if off := unsafe.Offsetof(p.Ev.Path); off != 72 {
+		t.Errorf("path offset = %d, want 72", off)
 	}
 }
 

@@ -14,16 +14,19 @@ import (
 )
 
 type FilewatcherEventHdr struct {
-	_        structs.HostLayout
-	KtimeNs  uint64
-	CgroupId uint64
-	Pid      uint32
-	Tgid     uint32
-	Uid      uint32
-	Gid      uint32
-	Flags    uint32
-	PathLen  uint32
-	Comm     [16]int8
+	_         structs.HostLayout
+	KtimeNs   uint64
+	CgroupId  uint64
+	Pid       uint32
+	Tgid      uint32
+	Uid       uint32
+	Gid       uint32
+	Flags     uint32
+	PathLen   uint32
+	Comm      [16]int8
+	StreamSeq uint64
+	Cpu       uint32
+	Slot      uint32
 }
 
 type FilewatcherLossCounters struct {
@@ -50,6 +53,7 @@ const (
 	FilewatcherMapLosses                  = "losses"
 	FilewatcherMapPendingOpens            = "pending_opens"
 	FilewatcherMapScratch                 = "scratch"
+	FilewatcherMapStreams                 = "streams"
 	FilewatcherProgFentrySecurityFileOpen = "fentry_security_file_open"
 	FilewatcherProgFexitOpen              = "fexit_open"
 	FilewatcherProgFileCreated            = "file_created"
@@ -110,6 +114,7 @@ type FilewatcherMapSpecs struct {
 	Losses       *ebpf.MapSpec `ebpf:"losses"`
 	PendingOpens *ebpf.MapSpec `ebpf:"pending_opens"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
+	Streams      *ebpf.MapSpec `ebpf:"streams"`
 }
 
 // FilewatcherVariableSpecs contains global variables before they are loaded into the kernel.
@@ -142,6 +147,7 @@ type FilewatcherMaps struct {
 	Losses       *ebpf.Map `ebpf:"losses"`
 	PendingOpens *ebpf.Map `ebpf:"pending_opens"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
+	Streams      *ebpf.Map `ebpf:"streams"`
 }
 
 func (m *FilewatcherMaps) Close() error {
@@ -150,6 +156,7 @@ func (m *FilewatcherMaps) Close() error {
 		m.Losses,
 		m.PendingOpens,
 		m.Scratch,
+		m.Streams,
 	)
 }
 

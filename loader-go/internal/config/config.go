@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/bits"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -70,6 +71,7 @@ type Config struct {
 	Module                    string
 	ModuleParams              string
 	RingbufSize               uint64
+	PinDir                    string
 	Rate                      int
 	SyntheticDirs             int
 	SyntheticNames            int
@@ -110,6 +112,7 @@ func Parse(args []string, getenv func(string) string, usage io.Writer) (Config, 
 		return errors.New("--force was removed: the loader no longer loads a module built for another kernel, or one whose probed function differs from what the module reads; build the module for this kernel (make) instead")
 	})
 	fs.Uint64Var(&c.RingbufSize, "ringbuf-size", DefaultRingbufSize, "BPF ring buffer size in bytes (power of two, multiple of the page size)")
+	fs.StringVar(&c.PinDir, "pin-dir", "", "directory in a bpf filesystem (e.g. /sys/fs/bpf/filewatcher) where the probe, its ring buffer and the run's checkpoint stay when the loader dies, so that the next loader with the same --pin-dir continues the run and loses nothing the ring kept; SIGTERM unpins, SIGUSR2 stops and keeps them for the next loader. Empty: nothing is pinned")
 	fs.IntVar(&c.Rate, "rate", 1000, "synthetic events per second (0: as fast as possible)")
 	fs.IntVar(&c.SyntheticDirs, "synthetic-dirs", synthetic.DefaultDirs, "directories in the synthetic path mix")
 	fs.IntVar(&c.SyntheticNames, "synthetic-names", synthetic.DefaultNames, "file names in the synthetic path mix")
@@ -163,6 +166,12 @@ func (c *Config) validate() error {
 	}
 	if c.Probe != ProbeAuto && c.Probe != ProbeKmod && c.Probe != ProbeBPF {
 		return fmt.Errorf("--probe %q: want auto, kmod or bpf", c.Probe)
+	}
+	if c.PinDir != "" && c.Source != SourceKernel {
+		return fmt.Errorf("--pin-dir %q: only the kernel source pins anything (--source %s)", c.PinDir, c.Source)
+	}
+	if c.PinDir != "" && !filepath.IsAbs(c.PinDir) {
+		return fmt.Errorf("--pin-dir %q: want an absolute path in a bpf filesystem, e.g. /sys/fs/bpf/filewatcher", c.PinDir)
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		return fmt.Errorf("--log-format %q: want text or json", c.LogFormat)

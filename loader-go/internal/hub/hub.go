@@ -78,6 +78,7 @@ type Hub struct {
 	kprobeMissed      atomic.Uint64
 	programSkipped    atomic.Uint64
 	unexplained       atomic.Uint64
+	loaderRestart     atomic.Uint64
 	readErrors        atomic.Uint64
 	subscriberDropped atomic.Uint64
 	pathUnresolved    atomic.Uint64
@@ -101,6 +102,44 @@ func New(runID string, opts Options) *Hub {
 		next:       1,
 		replay: replay{capacity: max(opts.ReplaySize, 0), capBytes: max(opts.ReplayBytes, MinBudgetBytes),
 			oldest: 1},
+	}
+}
+
+// Resume continues a run that an earlier loader process numbered up to
+// next-1 and whose loss counters were loss (its checkpoint: see
+// loader-go/internal/kernel). Nothing of it is in the replay buffer, so a
+// client resuming from before next is told those sequences expired. Call it
+// before anything is published or subscribed.
+func (h *Hub) Resume(next uint64, loss *pb.LossCounters) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.next = max(next, 1)
+	h.lastSeq.Store(h.next - 1)
+	h.replay.oldest = h.next
+	h.ringbufFull.Store(loss.GetRingbufFull())
+	h.kprobeMissed.Store(loss.GetKprobeMissed())
+	h.readErrors.Store(loss.GetReadErrors())
+	h.subscriberDropped.Store(loss.GetSubscriberDropped())
+	h.pathUnresolved.Store(loss.GetPathUnresolved())
+	h.programSkipped.Store(loss.GetProgramSkipped())
+	h.unexplained.Store(loss.GetUnexplained())
+	h.loaderRestart.Store(loss.GetLoaderRestart())
+}
+
+// AddLoss adds a gap of n events for reason to the counter l keeps for it:
+// the one place that says which LossCounters field counts which gap.
+func AddLoss(l *pb.LossCounters, reason pb.GapReason, n uint64) {
+	switch reason {
+	case pb.GapReason_GAP_REASON_RINGBUF_FULL:
+		l.RingbufFull += n
+	case pb.GapReason_GAP_REASON_READ_ERROR:
+		l.ReadErrors += n
+	case pb.GapReason_GAP_REASON_PROGRAM_SKIPPED:
+		l.ProgramSkipped += n
+	case pb.GapReason_GAP_REASON_UNEXPLAINED:
+		l.Unexplained += n
+	case pb.GapReason_GAP_REASON_LOADER_RESTART:
+		l.LoaderRestart += n
 	}
 }
 
@@ -143,16 +182,13 @@ func (h *Hub) PublishGap(reason pb.GapReason, n uint64) {
 	if n == 0 {
 		return
 	}
-	switch reason {
-	case pb.GapReason_GAP_REASON_RINGBUF_FULL:
-		h.ringbufFull.Add(n)
-	case pb.GapReason_GAP_REASON_READ_ERROR:
-		h.readErrors.Add(n)
-	case pb.GapReason_GAP_REASON_PROGRAM_SKIPPED:
-		h.programSkipped.Add(n)
-	case pb.GapReason_GAP_REASON_UNEXPLAINED:
-		h.unexplained.Add(n)
-	}
+	var add pb.LossCounters
+	AddLoss(&add, reason, n)
+	h.ringbufFull.Add(add.RingbufFull)
+	h.readErrors.Add(add.ReadErrors)
+	h.programSkipped.Add(add.ProgramSkipped)
+	h.unexplained.Add(add.Unexplained)
+	h.loaderRestart.Add(add.LoaderRestart)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	first := h.next
@@ -187,6 +223,7 @@ func (h *Hub) Loss(l *pb.LossCounters) {
 	l.PathUnresolved = h.pathUnresolved.Load()
 	l.ProgramSkipped = h.programSkipped.Load()
 	l.Unexplained = h.unexplained.Load()
+	l.LoaderRestart = h.loaderRestart.Load()
 }
 
 // Subscribers describes the live subscriptions, oldest first.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -681,5 +682,47 @@ func TestAccountingRandomized(t *testing.T) {
 	}
 	if loss.SubscriberDropped != dropped {
 		t.Errorf("subscriber_dropped = %d, want %d", loss.SubscriberDropped, dropped)
+	}
+}
+
+// TestResumeTakenOverRun: a hub that continues a run numbers from the checkpoint's next,
+// keeps its loss counters, and tells a client resuming from before next that
+// those sequences expired (the dead process held them).
+func TestResumeTakenOverRun(t *testing.T) {
+	h := New("run", Options{ReplaySize: 100})
+	h.Resume(51, &pb.LossCounters{RingbufFull: 3, LoaderRestart: 2, SubscriberDropped: 1})
+	if got := h.LastSequence(); got != 50 {
+		t.Fatalf("last sequence %d after resuming at 51", got)
+	}
+	sub, err := h.Subscribe(SubscribeOptions{ResumeRunID: "run", ResumeAfter: 40, MaxEvents: 10, MaxDelay: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	h.Publish([]*pb.FileCreatedEvent{{Path: []byte("/a")}})
+	h.PublishGap(pb.GapReason_GAP_REASON_LOADER_RESTART, 4)
+	var msg Message
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var got []string
+	for len(got) < 3 {
+		if err := sub.Next(ctx, &msg); err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range msg.Response.Gaps {
+			got = append(got, fmt.Sprintf("%d-%d %s", g.FirstSequence, g.LastSequence, g.Reason))
+		}
+		for _, ev := range msg.Response.Events {
+			got = append(got, fmt.Sprintf("%d %s", ev.Sequence, ev.Path))
+		}
+	}
+	slices.Sort(got)
+	if want := []string{"41-50 GAP_REASON_REPLAY_EXPIRED", "51 /a", "52-55 GAP_REASON_LOADER_RESTART"}; !slices.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+	var l pb.LossCounters
+	h.Loss(&l)
+	if l.RingbufFull != 3 || l.LoaderRestart != 6 || l.SubscriberDropped != 1 {
+		t.Errorf("loss after resuming = %v", &l)
 	}
 }

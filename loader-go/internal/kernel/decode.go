@@ -23,10 +23,20 @@ const (
 	offPathLen  = 36
 	offComm     = 40
 	commLen     = 16
-	headerSize  = 56
+	offStream   = 56 // stream_seq, then cpu and slot (see streamOf)
+	offCPU      = 64
+	offSlot     = 68
+	headerSize  = 72
 )
 
 var errRecord = errors.New("malformed ring buffer record")
+
+// streamOf returns a record's stream (program slot, CPU) and its number in
+// that stream; raw holds at least a header.
+func streamOf(raw []byte) (slot, cpu uint32, seq uint64) {
+	le := binary.LittleEndian
+	return le.Uint32(raw[offSlot:]), le.Uint32(raw[offCPU:]), le.Uint64(raw[offStream:])
+}
 
 // decoder turns ring-buffer records into events. Paths and comms are copied
 // into shared chunks so that a batch of events costs a few allocations, not

@@ -24,6 +24,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/filewatcher/filewatcher/loader-go/internal/bpfobj"
+	"github.com/filewatcher/filewatcher/loader-go/internal/hub"
 	"github.com/filewatcher/filewatcher/loader-go/internal/kernelmodule"
 	pb "github.com/filewatcher/filewatcher/proto/filewatcher/v1"
 	"golang.org/x/sys/unix"
@@ -76,6 +77,14 @@ type Options struct {
 	// filesystem is mounted (minimal systems such as an initramfs): attaching
 	// to a tracepoint needs it to look the tracepoint up.
 	MountTracefs bool
+	// PinDir, a directory in a bpf filesystem, keeps the probe attached and
+	// its ring buffer and counters alive across loader restarts, with the
+	// run's checkpoint (see pin.go); a loader opening the same PinDir takes
+	// the run over. Empty: nothing is pinned.
+	PinDir string
+	// RunID is the id of a new run, written in its checkpoint (with
+	// PinDir). A run taken over keeps its own: see Resumed.
+	RunID string
 }
 
 // Timing of the reader.
@@ -129,8 +138,9 @@ func (l *lossCounts) ringbufFull() uint64 {
 // loads them: only what is named here (and the maps it uses) goes into the
 // kernel.
 type ProbeMaps struct {
-	Events *ebpf.Map `ebpf:"events"`
-	Losses *ebpf.Map `ebpf:"losses"`
+	Events  *ebpf.Map `ebpf:"events"`
+	Losses  *ebpf.Map `ebpf:"losses"`
+	Streams *ebpf.Map `ebpf:"streams"`
 }
 
 type moduleObjects struct {
@@ -179,6 +189,18 @@ type Source struct {
 	unexplained uint64 // published as UNEXPLAINED gaps so far
 
 	status atomic.Pointer[lossCounts] // last poll, for FillStatus
+
+	// With Options.PinDir: the pins and checkpoint (nil when nothing is
+	// pinned, pinDetail then says why), the sink's position for the
+	// checkpoint, and the events lost with a loader this one replaced.
+	pins        *pinState
+	pinDetail   string
+	position    Positioner
+	readWritten func() ([streamSlots][]uint64, error) // the streams map; injectable by tests
+	// Events lost with a dead loader: counted so far this run (published),
+	// and found since the last publication.
+	restartLost    uint64
+	restartPending uint64
 }
 
 // Open loads and attaches the programs of opts.Probe. ProbeModule needs the
@@ -191,8 +213,13 @@ func Open(opts Options) (_ *Source, err error) {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
+	tookOver := false
 	defer func() {
-		if err != nil {
+		switch {
+		case err == nil:
+		case tookOver:
+			s.release() // the run stays pinned for a loader that can open it
+		default:
 			s.Close()
 		}
 	}()
@@ -204,16 +231,24 @@ func Open(opts Options) (_ *Source, err error) {
 		return nil, fmt.Errorf("load BPF spec: %w", err)
 	}
 	spec.Maps[bpfobj.FilewatcherMapEvents].MaxEntries = opts.RingbufSize
-	switch opts.Probe {
-	case ProbeModule:
-		err = s.openModuleProbe(spec, opts)
-	case ProbeBPF:
-		err = s.openBPFProbe(spec)
-	default:
-		err = fmt.Errorf("unknown probe %q", opts.Probe)
+	id := identity(opts.Probe, opts.RingbufSize)
+	if opts.PinDir != "" {
+		if tookOver, err = s.openPinned(opts, id); err != nil {
+			return nil, err
+		}
 	}
-	if err != nil {
-		return nil, err
+	if !tookOver {
+		switch opts.Probe {
+		case ProbeModule:
+			err = s.openModuleProbe(spec, opts)
+		case ProbeBPF:
+			err = s.openBPFProbe(spec)
+		default:
+			err = fmt.Errorf("unknown probe %q", opts.Probe)
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 	s.reader, err = ringbuf.NewReader(s.maps.Events)
 	if err != nil {
@@ -221,14 +256,88 @@ func Open(opts Options) (_ *Source, err error) {
 	}
 	s.records = s.reader
 	s.readLosses = s.readKernelLosses
-	// Misses before this run are not this run's losses, nor events the
-	// module fired before the program was attached (read after it).
-	if s.last, err = s.readLosses(lossCounts{}); err != nil {
-		return nil, err
+	s.reconciles = s.module != nil && s.probe == ProbeModule
+	if tookOver {
+		s.resumeFrom(s.pins)
+	} else {
+		// Misses before this run are not this run's losses, nor events the
+		// module fired before the program was attached (read after it).
+		if s.last, err = s.readLosses(lossCounts{}); err != nil {
+			return nil, err
+		}
+		s.firedBase = s.last.eventsFired
+		if opts.PinDir != "" {
+			if s.pinDetail, err = s.pin(opts.PinDir, id, opts.RunID); err != nil {
+				return nil, err
+			}
+			if s.pinDetail != "" {
+				s.log.Warn("--pin-dir: nothing pinned; a loader that replaces this one starts a new run", "reason", s.pinDetail)
+			}
+		}
 	}
-	s.firedBase, s.reconciles = s.last.eventsFired, s.module != nil && s.probe == ProbeModule
 	s.status.Store(&s.last)
 	return s, nil
+}
+
+// openPinned takes over what an earlier loader left in opts.PinDir, or
+// clears what cannot be taken over, and says whether it took over.
+func (s *Source) openPinned(opts Options, id [32]byte) (bool, error) {
+	if err := prepareDir(opts.PinDir); err != nil {
+		return false, err
+	}
+	nprogs := 1
+	if opts.Probe == ProbeBPF {
+		nprogs = 2
+	}
+	ok, why, err := s.takeOver(opts.PinDir, id, nprogs)
+	if err != nil || ok {
+		return ok, err
+	}
+	if why != "" {
+		s.log.Warn("not taking over what an earlier loader pinned: unpinning it and starting a new run",
+			"dir", opts.PinDir, "reason", why)
+	}
+	// Leftovers without a checkpoint (a loader that died while pinning)
+	// are unpinned too.
+	return false, removePins(opts.PinDir)
+}
+
+// resumeFrom continues the run of p's checkpoint: its counters' baselines,
+// the module's ownership, and a window per stream for what the dead loader
+// had read but not handed on.
+func (s *Source) resumeFrom(p *pinState) {
+	ck := &p.ck
+	s.last, s.firedBase, s.recordsRead = ck.last, ck.firedBase, ck.recordsRead
+	s.unexplained, s.restartLost = ck.loss.Unexplained, ck.loss.LoaderRestart
+	if s.module != nil {
+		s.function, _ = s.module.Function()
+		if ck.moduleOwned {
+			s.module.Adopt()
+		}
+	} else if kspec, err := btf.LoadKernelSpec(); err == nil {
+		s.function, _ = openFunction(kspec)
+	}
+	if s.readWritten == nil {
+		s.readWritten = func() ([streamSlots][]uint64, error) { return readWritten(s.maps.Streams) }
+	}
+	if written, err := s.readWritten(); err != nil {
+		// Without the counts, what the dead loader lost cannot be told
+		// apart from what is in the ring: say so, and count nothing.
+		s.log.Error("taking over the run: cannot count what the dead loader lost", "error", err)
+	} else {
+		p.openWindows(written)
+	}
+	s.log.Info("took over the run an earlier loader left pinned", "dir", p.dir, "run_id", p.resumed.RunID,
+		"next_sequence", ck.next, "resumes", ck.resumes, "unread", p.describeWindows())
+}
+
+// Resumed describes the run this source took over from an earlier loader
+// (Options.PinDir), nil for a new run.
+func (s *Source) Resumed() *Resumed {
+	if s.pins == nil {
+		return nil
+	}
+	return s.pins.resumed
 }
 
 func (s *Source) load(spec *ebpf.CollectionSpec, to any) error {
@@ -353,9 +462,37 @@ func mountTracefs(log *slog.Logger) (bool, error) {
 	return true, nil
 }
 
-// Close detaches the program and frees its maps. It interrupts Run.
+// Close detaches the program and frees its maps, pinned or not: a
+// deliberate stop. It interrupts Run.
 func (s *Source) Close() error {
 	var errs []error
+	if s.pins != nil {
+		errs = append(errs, removePins(s.pins.dir))
+	}
+	return errors.Join(append(errs, s.release())...)
+}
+
+// Pinned says whether the probe is pinned with a valid checkpoint, so that
+// Handover leaves a run for the next loader to take over.
+func (s *Source) Pinned() bool { return s.pins != nil && !s.pins.failed.Load() }
+
+// Handover closes the source but leaves what is pinned in the kernel, with
+// its checkpoint, for the loader that takes over; without pins it is Close.
+// Call it after Run has returned.
+func (s *Source) Handover() error {
+	if !s.Pinned() {
+		return s.Close()
+	}
+	s.log.Info("handing over: the probe stays attached for the next loader", "dir", s.pins.dir)
+	s.mountedTracefs = false // still in use by the pinned attachment's successor
+	return s.release()
+}
+
+func (s *Source) release() error {
+	var errs []error
+	if s.pins != nil {
+		errs = append(errs, s.pins.m.Close())
+	}
 	if s.reader != nil {
 		errs = append(errs, s.reader.Close())
 	}
@@ -365,7 +502,7 @@ func (s *Source) Close() error {
 	for _, p := range s.progs {
 		errs = append(errs, p.Close())
 	}
-	for _, m := range []*ebpf.Map{s.maps.Events, s.maps.Losses} {
+	for _, m := range []*ebpf.Map{s.maps.Events, s.maps.Losses, s.maps.Streams} {
 		if m != nil {
 			errs = append(errs, m.Close())
 		}
@@ -395,6 +532,13 @@ func (s *Source) Run(ctx context.Context, sink Sink) error {
 	now := s.timeNow
 	if now == nil {
 		now = time.Now
+	}
+	if s.pins != nil {
+		pos, ok := sink.(Positioner)
+		if !ok {
+			return fmt.Errorf("a pinned source needs a sink that reports its position (%T does not)", sink)
+		}
+		s.position = pos
 	}
 	s.refreshClock()
 	var rec ringbuf.Record
@@ -433,7 +577,9 @@ func (s *Source) Run(ctx context.Context, sink Sink) error {
 				continue
 			}
 			s.flush(sink)
-			if t := now(); !t.Before(nextPoll) || (rec.Remaining == 0 && t.Sub(lastPoll) >= minPollInterval) {
+			// A drain after a takeover settles what the dead loader lost.
+			takenOver := s.pins != nil && s.pins.open
+			if t := now(); !t.Before(nextPoll) || (rec.Remaining == 0 && (takenOver || t.Sub(lastPoll) >= minPollInterval)) {
 				poll(rec.Remaining == 0)
 			} else if rec.Remaining == 0 {
 				// Drained by a forced wakeup: what is written from now on
@@ -471,11 +617,18 @@ func (s *Source) Run(ctx context.Context, sink Sink) error {
 // add decodes a record into the pending batch; a record that cannot be
 // decoded is a lost event.
 func (s *Source) add(raw []byte, sink Sink) {
+	if s.pins != nil && len(raw) >= headerSize {
+		handOn, lost := s.pins.track(streamOf(raw))
+		s.restartPending += lost
+		if !handOn {
+			return
+		}
+	}
 	s.recordsRead++
 	ev, err := s.dec.decode(raw)
 	if err != nil {
 		s.flush(sink) // keep the gap in order
-		sink.PublishGap(pb.GapReason_GAP_REASON_READ_ERROR, 1)
+		s.commit(sink, nil, []gap{{pb.GapReason_GAP_REASON_READ_ERROR, 1}}, 0)
 		s.log.Warn("dropped a ring buffer record", "error", err)
 		return
 	}
@@ -483,11 +636,60 @@ func (s *Source) add(raw []byte, sink Sink) {
 }
 
 func (s *Source) flush(sink Sink) {
-	if len(s.pending) == 0 {
+	if len(s.pending) == 0 && s.restartPending == 0 {
 		return
 	}
-	sink.Publish(s.pending)
+	s.commit(sink, s.pending, nil, 0)
 	s.pending = make([]*pb.FileCreatedEvent, 0, batchSize)
+}
+
+// gap is a count of events lost for a reason.
+type gap struct {
+	reason pb.GapReason
+	n      uint64
+}
+
+// commit hands events, then gaps, and missed opens to the sink: one
+// publication. Pinned, it first writes the checkpoint as it will be after
+// the publication, with the losses to a takeover found so far: a loader that
+// replaces this one then never numbers anything again under a sequence this
+// one may have delivered.
+func (s *Source) commit(sink Sink, events []*pb.FileCreatedEvent, gaps []gap, missedOpens uint64) {
+	if s.restartPending > 0 {
+		gaps = append(gaps, gap{pb.GapReason_GAP_REASON_LOADER_RESTART, s.restartPending})
+		s.restartLost += s.restartPending
+		s.restartPending = 0
+	}
+	if s.pins != nil && !s.pins.failed.Load() {
+		n := uint64(len(events))
+		var unresolved uint64
+		for _, ev := range events {
+			if ev.Flags&uint32(pb.EventFlag_EVENT_FLAG_PATH_UNRESOLVED) != 0 {
+				unresolved++
+			}
+		}
+		for _, g := range gaps {
+			n += g.n
+		}
+		err := s.saveCheckpoint(n, missedOpens, func(l *pb.LossCounters) {
+			l.PathUnresolved += unresolved
+			for _, g := range gaps {
+				hub.AddLoss(l, g.reason, g.n)
+			}
+		})
+		if err != nil {
+			s.checkpointFailed(err)
+		}
+	}
+	if len(events) > 0 {
+		sink.Publish(events)
+	}
+	for _, g := range gaps {
+		sink.PublishGap(g.reason, g.n)
+	}
+	if missedOpens > 0 {
+		sink.CountMissedOpens(missedOpens)
+	}
 }
 
 // poll publishes the growth of the kernel's loss counters as gaps. A
@@ -505,16 +707,27 @@ func (s *Source) poll(sink Sink, drained bool) {
 		}
 		s.lossErr = msg
 	}
-	sink.PublishGap(pb.GapReason_GAP_REASON_RINGBUF_FULL, delta(now.ringbufFull(), s.last.ringbufFull()))
-	sink.PublishGap(pb.GapReason_GAP_REASON_READ_ERROR, delta(now.readErrors, s.last.readErrors))
-	sink.CountMissedOpens(delta(now.kprobeMissed, s.last.kprobeMissed))
-	sink.PublishGap(pb.GapReason_GAP_REASON_PROGRAM_SKIPPED, delta(now.programSkipped, s.last.programSkipped))
-	// A counter that could not be read holds its old value, too low to
-	// reconcile against: wait until every one is read.
-	if drained && err == nil {
-		sink.PublishGap(pb.GapReason_GAP_REASON_UNEXPLAINED, s.reconcile(now))
+	gaps := []gap{
+		{pb.GapReason_GAP_REASON_RINGBUF_FULL, delta(now.ringbufFull(), s.last.ringbufFull())},
+		{pb.GapReason_GAP_REASON_READ_ERROR, delta(now.readErrors, s.last.readErrors)},
+		{pb.GapReason_GAP_REASON_PROGRAM_SKIPPED, delta(now.programSkipped, s.last.programSkipped)},
 	}
+	if drained && s.pins != nil && s.pins.open {
+		lost := s.pins.closeWindows()
+		s.restartLost += lost
+		gaps = append(gaps, gap{pb.GapReason_GAP_REASON_LOADER_RESTART, lost})
+		s.log.Info("took over a run: counted what the dead loader had read but not numbered",
+			"lost", s.restartLost-s.pins.resumed.Loss.GetLoaderRestart(), "duplicates_dropped", s.pins.duplicates)
+	}
+	// A counter that could not be read holds its old value, too low to
+	// reconcile against: wait until every one is read. Nor can the module's
+	// count be reconciled while what a dead loader lost is still unknown.
+	if drained && err == nil && (s.pins == nil || !s.pins.open) {
+		gaps = append(gaps, gap{pb.GapReason_GAP_REASON_UNEXPLAINED, s.reconcile(now)})
+	}
+	missed := delta(now.kprobeMissed, s.last.kprobeMissed)
 	s.last = now
+	s.commit(sink, nil, gaps, missed)
 	s.status.Store(&now)
 }
 
@@ -533,7 +746,7 @@ func (s *Source) reconcile(now lossCounts) uint64 {
 		return 0 // the eBPF-only probe has no independent count
 	}
 	fired := s.last.eventsFired - s.firedBase
-	accounted := s.recordsRead + now.ringbufFull() + now.readErrors + now.programSkipped + s.unexplained
+	accounted := s.recordsRead + now.ringbufFull() + now.readErrors + now.programSkipped + s.unexplained + s.restartLost
 	if fired <= accounted {
 		return 0
 	}
@@ -636,6 +849,7 @@ func (s *Source) FillStatus(resp *pb.GetStatusResponse) {
 	resp.Probe = string(s.probe)
 	resp.ProbeFunction = s.function
 	resp.RingbufSizeBytes = s.ringbufSize
+	resp.PinDir, resp.PinDetail, resp.Resumes = s.pinStatus()
 	if l := s.status.Load(); l != nil {
 		resp.RingbufFullPerCpu = l.ringbufFullPerCPU
 	}

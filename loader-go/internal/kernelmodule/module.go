@@ -212,6 +212,11 @@ func finit(path, params string) error {
 // Owned reports whether this process loaded the module.
 func (m *Module) Owned() bool { return m.owned }
 
+// Adopt makes the module this process's to unload, as if it had loaded it:
+// for a loader that takes over the run of one that loaded it and died
+// (loader-go/internal/kernel, --pin-dir).
+func (m *Module) Adopt() { m.owned = true }
+
 // Loaded reports whether the module is in the kernel.
 func (m *Module) Loaded() bool {
 	_, err := os.Stat(filepath.Join(m.sysfs, "module", Name))

@@ -131,6 +131,13 @@ const (
 	// module; a lower bound while events are in flight, exact once they have
 	// been read.
 	GapReason_GAP_REASON_UNEXPLAINED GapReason = 7
+	// A loader that died (kill -9, a crash, an upgrade) had read these events
+	// from the kernel but had not numbered them yet. The loader that took its
+	// place (--pin-dir: the probe and its ring buffer stayed in the kernel)
+	// counts them exactly from the kernel's per-CPU record numbers, once it has
+	// read what the ring kept. Events the dead loader had numbered but no
+	// longer could send reach resuming clients as GAP_REASON_REPLAY_EXPIRED.
+	GapReason_GAP_REASON_LOADER_RESTART GapReason = 8
 )
 
 // Enum value maps for GapReason.
@@ -144,6 +151,7 @@ var (
 		5: "GAP_REASON_READ_ERROR",
 		6: "GAP_REASON_PROGRAM_SKIPPED",
 		7: "GAP_REASON_UNEXPLAINED",
+		8: "GAP_REASON_LOADER_RESTART",
 	}
 	GapReason_value = map[string]int32{
 		"GAP_REASON_UNSPECIFIED":         0,
@@ -154,6 +162,7 @@ var (
 		"GAP_REASON_READ_ERROR":          5,
 		"GAP_REASON_PROGRAM_SKIPPED":     6,
 		"GAP_REASON_UNEXPLAINED":         7,
+		"GAP_REASON_LOADER_RESTART":      8,
 	}
 )
 
@@ -731,7 +740,10 @@ type LossCounters struct {
 	ProgramSkipped uint64 `protobuf:"varint,6,opt,name=program_skipped,json=programSkipped,proto3" json:"program_skipped,omitempty"`
 	// Events the module fired that were neither received nor lost for a known
 	// reason (GAP_REASON_UNEXPLAINED).
-	Unexplained   uint64 `protobuf:"varint,7,opt,name=unexplained,proto3" json:"unexplained,omitempty"`
+	Unexplained uint64 `protobuf:"varint,7,opt,name=unexplained,proto3" json:"unexplained,omitempty"`
+	// Events a loader that died had read but not numbered
+	// (GAP_REASON_LOADER_RESTART).
+	LoaderRestart uint64 `protobuf:"varint,8,opt,name=loader_restart,json=loaderRestart,proto3" json:"loader_restart,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -811,6 +823,13 @@ func (x *LossCounters) GetProgramSkipped() uint64 {
 func (x *LossCounters) GetUnexplained() uint64 {
 	if x != nil {
 		return x.Unexplained
+	}
+	return 0
+}
+
+func (x *LossCounters) GetLoaderRestart() uint64 {
+	if x != nil {
+		return x.LoaderRestart
 	}
 	return 0
 }
@@ -1041,7 +1060,18 @@ type GetStatusResponse struct {
 	ReplayEvents uint64 `protobuf:"varint,25,opt,name=replay_events,json=replayEvents,proto3" json:"replay_events,omitempty"`
 	// The memory they pin, counted as SubscriberStatus.queue_bytes, against
 	// --replay-buffer-bytes.
-	ReplayBytes   uint64 `protobuf:"varint,26,opt,name=replay_bytes,json=replayBytes,proto3" json:"replay_bytes,omitempty"`
+	ReplayBytes uint64 `protobuf:"varint,26,opt,name=replay_bytes,json=replayBytes,proto3" json:"replay_bytes,omitempty"`
+	// The directory in bpffs where the probe, its ring buffer and the run's
+	// checkpoint are pinned (--pin-dir), so that a loader that dies is
+	// replaced without losing the events created meanwhile; empty when
+	// nothing is pinned (no --pin-dir, or a kernel that cannot pin the
+	// probe's attachment: see pin_detail).
+	PinDir string `protobuf:"bytes,27,opt,name=pin_dir,json=pinDir,proto3" json:"pin_dir,omitempty"`
+	// Why --pin-dir was given but nothing is pinned; empty otherwise.
+	PinDetail string `protobuf:"bytes,28,opt,name=pin_detail,json=pinDetail,proto3" json:"pin_detail,omitempty"`
+	// How many times this run was taken over from a loader that died or
+	// handed over (SIGUSR2); 0 for a run this loader started.
+	Resumes       uint32 `protobuf:"varint,29,opt,name=resumes,proto3" json:"resumes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1258,6 +1288,27 @@ func (x *GetStatusResponse) GetReplayBytes() uint64 {
 	return 0
 }
 
+func (x *GetStatusResponse) GetPinDir() string {
+	if x != nil {
+		return x.PinDir
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetPinDetail() string {
+	if x != nil {
+		return x.PinDetail
+	}
+	return ""
+}
+
+func (x *GetStatusResponse) GetResumes() uint32 {
+	if x != nil {
+		return x.Resumes
+	}
+	return 0
+}
+
 var File_filewatcher_v1_filewatcher_proto protoreflect.FileDescriptor
 
 const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
@@ -1300,7 +1351,7 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"\x06events\x18\x02 \x03(\v2 .filewatcher.v1.FileCreatedEventR\x06events\x12'\n" +
 	"\x04gaps\x18\x03 \x03(\v2\x13.filewatcher.v1.GapR\x04gaps\x12%\n" +
 	"\x0efiltered_count\x18\x04 \x01(\x04R\rfilteredCount\x120\n" +
-	"\x04loss\x18\x05 \x01(\v2\x1c.filewatcher.v1.LossCountersR\x04loss\"\x9a\x02\n" +
+	"\x04loss\x18\x05 \x01(\v2\x1c.filewatcher.v1.LossCountersR\x04loss\"\xc1\x02\n" +
 	"\fLossCounters\x12!\n" +
 	"\fringbuf_full\x18\x01 \x01(\x04R\vringbufFull\x12#\n" +
 	"\rkprobe_missed\x18\x02 \x01(\x04R\fkprobeMissed\x12\x1f\n" +
@@ -1309,7 +1360,8 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"\x12subscriber_dropped\x18\x04 \x01(\x04R\x11subscriberDropped\x12'\n" +
 	"\x0fpath_unresolved\x18\x05 \x01(\x04R\x0epathUnresolved\x12'\n" +
 	"\x0fprogram_skipped\x18\x06 \x01(\x04R\x0eprogramSkipped\x12 \n" +
-	"\vunexplained\x18\a \x01(\x04R\vunexplained\"\x12\n" +
+	"\vunexplained\x18\a \x01(\x04R\vunexplained\x12%\n" +
+	"\x0eloader_restart\x18\b \x01(\x04R\rloaderRestart\"\x12\n" +
 	"\x10GetStatusRequest\"\x89\x02\n" +
 	"\x10SubscriberStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x12\n" +
@@ -1321,7 +1373,7 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"\adropped\x18\x06 \x01(\x04R\adropped\x12\x1f\n" +
 	"\vqueue_bytes\x18\a \x01(\x04R\n" +
 	"queueBytes\x120\n" +
-	"\x14queue_capacity_bytes\x18\b \x01(\x04R\x12queueCapacityBytes\"\xdc\b\n" +
+	"\x14queue_capacity_bytes\x18\b \x01(\x04R\x12queueCapacityBytes\"\xae\t\n" +
 	"\x11GetStatusResponse\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x12%\n" +
 	"\x0eloader_version\x18\x02 \x01(\tR\rloaderVersion\x12%\n" +
@@ -1349,12 +1401,16 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"\x13subscribers_stalled\x18\x17 \x01(\x04R\x12subscribersStalled\x12(\n" +
 	"\x10stall_timeout_ms\x18\x18 \x01(\x04R\x0estallTimeoutMs\x12#\n" +
 	"\rreplay_events\x18\x19 \x01(\x04R\freplayEvents\x12!\n" +
-	"\freplay_bytes\x18\x1a \x01(\x04R\vreplayBytes*\x8e\x01\n" +
+	"\freplay_bytes\x18\x1a \x01(\x04R\vreplayBytes\x12\x17\n" +
+	"\apin_dir\x18\x1b \x01(\tR\x06pinDir\x12\x1d\n" +
+	"\n" +
+	"pin_detail\x18\x1c \x01(\tR\tpinDetail\x12\x18\n" +
+	"\aresumes\x18\x1d \x01(\rR\aresumes*\x8e\x01\n" +
 	"\x0eOverflowPolicy\x12\x1f\n" +
 	"\x1bOVERFLOW_POLICY_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bOVERFLOW_POLICY_DROP_OLDEST\x10\x01\x12\x1f\n" +
 	"\x1bOVERFLOW_POLICY_DROP_NEWEST\x10\x02\x12\x19\n" +
-	"\x15OVERFLOW_POLICY_CLOSE\x10\x03*\xfc\x01\n" +
+	"\x15OVERFLOW_POLICY_CLOSE\x10\x03*\x9b\x02\n" +
 	"\tGapReason\x12\x1a\n" +
 	"\x16GAP_REASON_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17GAP_REASON_RINGBUF_FULL\x10\x01\x12\x1c\n" +
@@ -1363,7 +1419,8 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"\x19GAP_REASON_REPLAY_EXPIRED\x10\x04\x12\x19\n" +
 	"\x15GAP_REASON_READ_ERROR\x10\x05\x12\x1e\n" +
 	"\x1aGAP_REASON_PROGRAM_SKIPPED\x10\x06\x12\x1a\n" +
-	"\x16GAP_REASON_UNEXPLAINED\x10\a*G\n" +
+	"\x16GAP_REASON_UNEXPLAINED\x10\a\x12\x1d\n" +
+	"\x19GAP_REASON_LOADER_RESTART\x10\b*G\n" +
 	"\tEventFlag\x12\x1a\n" +
 	"\x16EVENT_FLAG_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aEVENT_FLAG_PATH_UNRESOLVED\x10\x012\xb4\x01\n" +

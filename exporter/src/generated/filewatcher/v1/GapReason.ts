@@ -50,6 +50,15 @@ export const GapReason = {
    * been read.
    */
   GAP_REASON_UNEXPLAINED: 7,
+  /**
+   * A loader that died (kill -9, a crash, an upgrade) had read these events
+   * from the kernel but had not numbered them yet. The loader that took its
+   * place (--pin-dir: the probe and its ring buffer stayed in the kernel)
+   * counts them exactly from the kernel's per-CPU record numbers, once it has
+   * read what the ring kept. Events the dead loader had numbered but no
+   * longer could send reach resuming clients as GAP_REASON_REPLAY_EXPIRED.
+   */
+  GAP_REASON_LOADER_RESTART: 8,
 } as const;
 
 /**
@@ -108,7 +117,17 @@ export type GapReason =
    * been read.
    */
   | 'GAP_REASON_UNEXPLAINED'
-  | 7;
+  | 7
+  /**
+   * A loader that died (kill -9, a crash, an upgrade) had read these events
+   * from the kernel but had not numbered them yet. The loader that took its
+   * place (--pin-dir: the probe and its ring buffer stayed in the kernel)
+   * counts them exactly from the kernel's per-CPU record numbers, once it has
+   * read what the ring kept. Events the dead loader had numbered but no
+   * longer could send reach resuming clients as GAP_REASON_REPLAY_EXPIRED.
+   */
+  | 'GAP_REASON_LOADER_RESTART'
+  | 8;
 
 /**
  * GapReason says why events were not delivered.

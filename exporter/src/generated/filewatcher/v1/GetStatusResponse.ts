@@ -142,6 +142,23 @@ export interface GetStatusResponse {
    * --replay-buffer-bytes.
    */
   replay_bytes?: number | string | Long;
+  /**
+   * The directory in bpffs where the probe, its ring buffer and the run's
+   * checkpoint are pinned (--pin-dir), so that a loader that dies is
+   * replaced without losing the events created meanwhile; empty when
+   * nothing is pinned (no --pin-dir, or a kernel that cannot pin the
+   * probe's attachment: see pin_detail).
+   */
+  pin_dir?: string;
+  /**
+   * Why --pin-dir was given but nothing is pinned; empty otherwise.
+   */
+  pin_detail?: string;
+  /**
+   * How many times this run was taken over from a loader that died or
+   * handed over (SIGUSR2); 0 for a run this loader started.
+   */
+  resumes?: number;
 }
 
 /**
@@ -275,4 +292,21 @@ export interface GetStatusResponse__Output {
    * --replay-buffer-bytes.
    */
   replay_bytes: number;
+  /**
+   * The directory in bpffs where the probe, its ring buffer and the run's
+   * checkpoint are pinned (--pin-dir), so that a loader that dies is
+   * replaced without losing the events created meanwhile; empty when
+   * nothing is pinned (no --pin-dir, or a kernel that cannot pin the
+   * probe's attachment: see pin_detail).
+   */
+  pin_dir: string;
+  /**
+   * Why --pin-dir was given but nothing is pinned; empty otherwise.
+   */
+  pin_detail: string;
+  /**
+   * How many times this run was taken over from a loader that died or
+   * handed over (SIGUSR2); 0 for a run this loader started.
+   */
+  resumes: number;
 }

@@ -43,6 +43,11 @@ export interface LossCounters {
    * reason (GAP_REASON_UNEXPLAINED).
    */
   unexplained?: number | string | Long;
+  /**
+   * Events a loader that died had read but not numbered
+   * (GAP_REASON_LOADER_RESTART).
+   */
+  loader_restart?: number | string | Long;
 }
 
 /**
@@ -85,4 +90,9 @@ export interface LossCounters__Output {
    * reason (GAP_REASON_UNEXPLAINED).
    */
   unexplained: number;
+  /**
+   * Events a loader that died had read but not numbered
+   * (GAP_REASON_LOADER_RESTART).
+   */
+  loader_restart: number;
 }
