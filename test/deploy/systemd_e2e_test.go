@@ -89,6 +89,20 @@ func TestSystemdGuest(t *testing.T) {
 		}
 		return parseMetrics(body), nil
 	}
+	// lostTotal is filewatcher_exporter_events_lost_total, all reasons.
+	lostTotal := func() (float64, error) {
+		ms, err := metrics()
+		if err != nil {
+			return 0, err
+		}
+		var n float64
+		for _, s := range ms {
+			if s.name == "filewatcher_exporter_events_lost_total" {
+				n += s.value
+			}
+		}
+		return n, nil
+	}
 	// counted checks file_created_total{path=dir,name=name} == want.
 	counted := func(dir, name string, want float64) error {
 		ms, err := metrics()
@@ -188,11 +202,17 @@ func TestSystemdGuest(t *testing.T) {
 		t.FailNow()
 	}
 
-	ok = t.Run("kill -9 of the loader: systemd restarts it, the exporter reconnects", func(t *testing.T) {
+	ok = t.Run("kill -9 of the loader: systemd restarts it, the new loader takes the run over", func(t *testing.T) {
+		subscribed(t)
 		loaderPID := g.must(t, "systemctl show -P MainPID filewatcher-loader")
 		restarts := g.must(t, "systemctl show -P NRestarts filewatcher-loader")
 		exporterPID := g.must(t, "systemctl show -P MainPID filewatcher-exporter")
-		g.must(t, "kill -9 "+loaderPID)
+		if out := g.must(t, "ls /sys/fs/bpf/filewatcher"); !strings.Contains(out, "checkpoint") {
+			t.Fatalf("the unit's loader pinned nothing in /sys/fs/bpf/filewatcher: %q", out)
+		}
+		// Created while no loader runs: the pinned probe puts it in the
+		// ring, and the next loader delivers it.
+		g.must(t, "kill -9 "+loaderPID+" && touch /srv/fw-e2e/while-loader-down")
 		eventually(t, 2*time.Minute, time.Second, "loader restarted by systemd", func() error {
 			out, _, _ := g.sh(t, "systemctl show -P ActiveState filewatcher-loader; systemctl show -P MainPID filewatcher-loader; systemctl show -P NRestarts filewatcher-loader")
 			f := strings.Fields(out)
@@ -202,24 +222,30 @@ func TestSystemdGuest(t *testing.T) {
 			}
 			return nil
 		})
-		// The module the killed loader had loaded was unloaded by the unit's
-		// ExecStopPost (module-cleanup) and loaded again by the new loader.
-		if out := g.must(t, "journalctl --no-pager -b -u filewatcher-loader -o cat | grep -c 'module-cleanup: filewatcher unloaded' || true"); out == "0" {
-			t.Errorf("module-cleanup did not unload the killed loader's module")
+		// The unit's ExecStopPost (module-cleanup) left the module to the
+		// pinned run, and the new loader took the run over.
+		journal := g.must(t, "journalctl --no-pager -b -u filewatcher-loader -o cat")
+		if !strings.Contains(journal, "leaving filewatcher loaded for the loader that takes it over") ||
+			strings.Contains(journal, "module-cleanup: filewatcher unloaded") {
+			t.Errorf("module-cleanup did not leave the module to the pinned run")
 		}
-		// systemd 252 restarts the bound exporter along with the loader (see
-		// the unit); either way it must be subscribed to the new loader run.
+		if !strings.Contains(journal, "took over the run an earlier loader left pinned") {
+			t.Errorf("the new loader did not take the run over")
+		}
+		// The exporter is not restarted with the loader (Wants=, not
+		// BindsTo=): it resumes its stream in the same run.
 		subscribed(t)
 		if pid := g.must(t, "systemctl show -P MainPID filewatcher-exporter"); pid != exporterPID {
-			t.Logf("exporter restarted with the loader (MainPID %s -> %s), as systemd propagates the restart to BindsTo= units", exporterPID, pid)
-		} else {
-			t.Logf("exporter kept running (MainPID %s) and reconnected on its own", pid)
+			t.Errorf("the exporter was restarted with the loader (MainPID %s -> %s)", exporterPID, pid)
 		}
+		eventually(t, time.Minute, time.Second, "file created while no loader ran is counted", func() error {
+			return counted("/srv/fw-e2e", "while-loader-down", 1)
+		})
 		g.must(t, "touch /srv/fw-e2e/after-restart")
 		eventually(t, time.Minute, time.Second, "file created after the restart is counted", func() error {
 			return counted("/srv/fw-e2e", "after-restart", 1)
 		})
-		step("kill -9: restarted, reconnected")
+		step("kill -9: restarted, run taken over, reconnected")
 	})
 	if !ok {
 		t.FailNow()
@@ -268,47 +294,76 @@ func TestSystemdGuest(t *testing.T) {
 		t.FailNow()
 	}
 
-	ok = t.Run("restart with the least-privilege drop-in: exporter follows, no CAP_SYS_ADMIN", func(t *testing.T) {
+	ok = t.Run("restart with the least-privilege drop-in: a handover, no CAP_SYS_ADMIN", func(t *testing.T) {
+		subscribed(t)
 		exporterPID := g.must(t, "systemctl show -P MainPID filewatcher-exporter")
+		lostBefore, err := lostTotal()
+		if err != nil {
+			t.Fatal(err)
+		}
 		// The drop-in is for kernels at the upstream perf_event_paranoid
 		// default (2); Debian's is 3.
+		// systemctl restart hands the run over (RestartKillSignal=SIGUSR2):
+		// a file created while it restarts is counted once.
 		g.must(t, `set -e
 sysctl -q -w kernel.perf_event_paranoid=2
 mkdir -p /etc/systemd/system/filewatcher-loader.service.d
 cp /usr/local/share/doc/filewatcher/systemd/least-privilege.conf /etc/systemd/system/filewatcher-loader.service.d/
 systemctl daemon-reload
-systemctl restart filewatcher-loader.service`)
+(sleep 0.3; touch /srv/fw-e2e/during-restart) &
+systemctl restart filewatcher-loader.service
+wait`)
+		if n := g.must(t, "journalctl --no-pager -b -u filewatcher-loader -o cat | grep -c 'handing over: the probe stays attached' || true"); n == "0" {
+			t.Errorf("systemctl restart did not hand the run over")
+		}
 		// restart returned: the loader is ready again (Type=notify).
 		checkCaps(t, g, "filewatcher-loader", capsLeast, "with least-privilege.conf: SYS_MODULE, PERFMON, BPF", "Eff")
-		// BindsTo=: restarting the loader restarted the exporter.
-		eventually(t, 2*time.Minute, time.Second, "exporter restarted with the loader", func() error {
-			out, _, _ := g.sh(t, "systemctl show -P ActiveState filewatcher-exporter; systemctl show -P MainPID filewatcher-exporter")
-			f := strings.Fields(out)
-			if len(f) != 2 || f[0] != "active" || f[1] == exporterPID || f[1] == "0" {
-				return fmt.Errorf("exporter ActiveState, MainPID = %q (before: %s)", f, exporterPID)
-			}
-			return nil
-		})
+		// The exporter stayed (Wants=) and resumed in the same run.
 		subscribed(t)
+		if pid := g.must(t, "systemctl show -P MainPID filewatcher-exporter"); pid != exporterPID {
+			t.Errorf("the exporter was restarted with the loader (MainPID %s -> %s)", exporterPID, pid)
+		}
 		g.must(t, "touch /srv/fw-e2e/least-privilege")
 		eventually(t, 2*time.Minute, time.Second, "file created under the least-privilege loader is counted", func() error {
 			return counted("/srv/fw-e2e", "least-privilege", 1)
 		})
+		// A handover loses nothing: the old loader sent the exporter all it
+		// numbered, the new one what the ring kept.
+		if err := counted("/srv/fw-e2e", "during-restart", 1); err != nil {
+			t.Error(err)
+		}
+		if lost, err := lostTotal(); err != nil || lost != lostBefore {
+			t.Errorf("the exporter's losses went from %v to %v (%v) across a handover", lostBefore, lost, err)
+		}
 		step("least-privilege restart")
 	})
 	if !ok {
 		t.FailNow()
 	}
 
-	t.Run("systemctl stop unloads the module; start brings both back", func(t *testing.T) {
+	t.Run("systemctl stop unloads the module; start brings the stream back", func(t *testing.T) {
 		g.must(t, "systemctl stop filewatcher-loader.service")
-		// BindsTo=: the exporter stopped with the loader.
+		// Wants=: the exporter stays, and says the stream is gone.
 		states := strings.Join(strings.Fields(g.must(t, "systemctl show -P ActiveState filewatcher-loader filewatcher-exporter")), " ")
-		if states != "inactive inactive" {
-			t.Errorf("after stop: ActiveState loader, exporter = %q, want inactive inactive", states)
+		if states != "inactive active" {
+			t.Errorf("after stop: ActiveState loader, exporter = %q, want inactive active", states)
 		}
+		eventually(t, time.Minute, time.Second, "the exporter reports the stream disconnected", func() error {
+			ms, err := metrics()
+			if err != nil {
+				return err
+			}
+			if v, found := find(ms, "filewatcher_exporter_stream_connected", nil); !found || v != 0 {
+				return fmt.Errorf("filewatcher_exporter_stream_connected found=%v value=%v", found, v)
+			}
+			return nil
+		})
 		if _, _, code := g.sh(t, "test -e /sys/module/filewatcher"); code == 0 {
 			t.Errorf("/sys/module/filewatcher still exists after systemctl stop")
+		}
+		// A deliberate stop unpins.
+		if out := g.must(t, "ls -A /sys/fs/bpf/filewatcher 2>/dev/null || true"); out != "" {
+			t.Errorf("/sys/fs/bpf/filewatcher holds %q after systemctl stop", out)
 		}
 		// The socket's runtime directory went with the unit.
 		if _, _, code := g.sh(t, "test -e /run/filewatcher"); code == 0 {
@@ -324,6 +379,7 @@ systemctl restart filewatcher-loader.service`)
 			return nil
 		})
 		g.must(t, "test -d /sys/module/filewatcher")
+		subscribed(t)
 		step("started again")
 	})
 
@@ -340,7 +396,9 @@ systemctl restart filewatcher-loader.service`)
 	}
 	capsWithout := capsLeast &^ (uint64(1) << capSysModule) // least-privilege.conf is still in place
 	ok = t.Run("lockdown: auto falls back to the eBPF-only probe and drops CAP_SYS_MODULE", func(t *testing.T) {
-		g.must(t, "echo integrity > /sys/kernel/security/lockdown && systemctl restart filewatcher-loader.service")
+		// Stop and start, as across the reboot that lockdown comes with in
+		// real life: a restart would hand the module's pinned run over.
+		g.must(t, "systemctl stop filewatcher-loader.service && echo integrity > /sys/kernel/security/lockdown && systemctl start filewatcher-loader.service")
 		why := g.must(t, "journalctl --no-pager -b -u filewatcher-loader -o cat | grep 'not using the kernel module' | tail -n 1")
 		if !strings.Contains(why, "reason=lockdown") || !strings.Contains(why, "lockdown=integrity") {
 			t.Errorf("the loader's fallback line: %q, want reason=lockdown and lockdown=integrity", why)

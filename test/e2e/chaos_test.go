@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -18,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	fwv1 "github.com/filewatcher/filewatcher/proto/filewatcher/v1"
+	"github.com/filewatcher/filewatcher/test/vm/agent/vmagent"
 )
 
 // Chaos: under a storm of creations in the guest, things go wrong — a
@@ -43,6 +45,7 @@ func testChaos(t *testing.T, g *guest, probe string) {
 	t.Run("stalled subscriber", func(t *testing.T) { testChaosStalledSubscriber(t, g) })
 	t.Run("full ring buffer", func(t *testing.T) { testChaosFullRing(t, g) })
 	t.Run("exporter stopped", func(t *testing.T) { testChaosExporterStopped(t, g) })
+	t.Run("exporter killed", func(t *testing.T) { testChaosExporterKilled(t, g) })
 	t.Run("memory within bounds", func(t *testing.T) { testChaosMemory(t, g) })
 	t.Run("loader killed", func(t *testing.T) { testChaosLoaderKilled(t, g, probe, args) })
 	// A deliberate stop (SIGTERM) unpins everything: the programs detach
@@ -88,7 +91,8 @@ func killLoader(t *testing.T, g *guest, script string) {
 // delivered once, or in a gap (the ring filled while no one read it; what
 // the dead loader had read but not numbered, LOADER_RESTART; what it had
 // numbered but not sent, REPLAY_EXPIRED). Then it is killed while idle and
-// files are created while no loader runs: every one of them is delivered.
+// files are created while no loader runs: every one of them is delivered; the
+// same after a handover (SIGUSR2), which leaves the pins.
 // Where the kernel cannot pin the probe, the loader says why in GetStatus.
 func testChaosLoaderKilled(t *testing.T, g *guest, probe string, args []string) {
 	st := loaderStatus(t, g)
@@ -146,10 +150,36 @@ func testChaosLoaderKilled(t *testing.T, g *guest, probe string, args []string) 
 	if len(l.gaps) != 0 {
 		t.Errorf("gaps %v after an idle kill; want none", l.gaps)
 	}
+
+	// A handover (SIGUSR2): the loader stops serving but leaves the pins.
+	g.sh(t, "kill -USR2 $(pidof filewatcher-loader)")
+	for deadline := time.Now().Add(30 * time.Second); strings.TrimSpace(string(g.sh(t, "pidof filewatcher-loader >/dev/null || echo gone"))) != "gone"; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the loader is still running 30 s after SIGUSR2")
+		}
+	}
+	if out := string(g.sh(t, "ls "+chaosPinDir)); !strings.Contains(out, "checkpoint") {
+		t.Fatalf("after SIGUSR2, %s holds %q; want the pins kept", chaosPinDir, out)
+	}
+	g.sh(t, fmt.Sprintf(`i=0; while [ $i -lt %d ]; do : > %s/h$i; i=$((i+1)); done`, m, dir))
+	g.startLoader(t, args...)
+	handed := settledLastSequence(t, g)
+	if handed.RunId != st.RunId || handed.Resumes != 3 {
+		t.Fatalf("after the handover: run %s, resumes %d; want run %s taken over a third time", handed.RunId, handed.Resumes, st.RunId)
+	}
+	l.readUntil(t, handed.LastSequence)
+	for i := range m {
+		if p := fmt.Sprintf("%s/h%d", dir, i); l.paths[p] != 1 {
+			t.Errorf("%s, created between a handover and the next loader, delivered %d times; want once", p, l.paths[p])
+		}
+	}
+	if len(l.gaps) != 0 {
+		t.Errorf("gaps %v after an idle kill and a handover; want none", l.gaps)
+	}
 	for k, v := range before {
 		l.gaps[k] += v
 	}
-	l.reconcile(t, dir, n+m)
+	l.reconcile(t, dir, n+2*m)
 }
 
 // testChaosMemory: after the cases above, the replay buffer is within its
@@ -438,6 +468,75 @@ func testChaosExporterStopped(t *testing.T, g *guest) {
 	}
 	t.Logf("%d created: the exporter counted %d, lost %d; reconnects %v", n, counted, lost,
 		sumSamples(text, "filewatcher_exporter_reconnects_total"))
+}
+
+// testChaosExporterKilled: an exporter with a state file (--state-file) is
+// killed (SIGKILL) in the middle of a storm, having counted part of it that
+// no scrape ever showed; the next exporter with the same state file counts
+// the whole storm from the loader's replay buffer, and nothing its
+// predecessor's last scrape had shown.
+func testChaosExporterKilled(t *testing.T, g *guest) {
+	state := filepath.Join(t.TempDir(), "position.json")
+	a := startExporter(t, g.addr, "--state-file", state)
+	dir1, n1 := "/tmp/chaos-expkill-1", 1000
+	storm(t, g, dir1, n1, strings.Repeat("a", 100))
+	a.waitFor(t, "the first storm counted or lost", func(text string) bool {
+		return sumSeries(t, seriesIn(text, dir1))+int(sumSamples(text, "filewatcher_exporter_events_lost_total")) >= n1
+	})
+	// One more scrape, with nothing arriving: the position it saves as it
+	// starts is that of the counts it shows.
+	_, text, err := a.get("/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1, l1 := sumSeries(t, seriesIn(text, dir1)), int(sumSamples(text, "filewatcher_exporter_events_lost_total"))
+	if c1+l1 != n1 {
+		t.Fatalf("%d files created; the exporter's last scrape shows %d counted and %d lost", n1, c1, l1)
+	}
+
+	delivered := func() (n uint64) {
+		for _, s := range loaderStatus(t, g).Subscribers {
+			n += s.Delivered
+		}
+		return n
+	}
+	before := delivered()
+	dir2, n2 := "/tmp/chaos-expkill-2", 3000
+	stormDone := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		resp, err := g.agent.Exec(ctx, vmagent.Request{Argv: vmagent.Args("sh", "-c", fmt.Sprintf(
+			`rm -rf %[1]s && mkdir -p %[1]s && i=0 && while [ $i -lt %[2]d ]; do : > %[1]s/b$i; i=$((i+1)); done`, dir2, n2))})
+		if err == nil && resp.ExitCode != 0 {
+			err = fmt.Errorf("exit %d: %s", resp.ExitCode, resp.Stderr)
+		}
+		stormDone <- err
+	}()
+	// Kill it once the loader has sent it part of the storm, which it
+	// counts in memory only: not scraped (a scrape would save a position).
+	for deadline := time.Now().Add(time.Minute); delivered() == before; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the loader sent the exporter nothing of the second storm in a minute")
+		}
+	}
+	a.kill(t)
+	if err := <-stormDone; err != nil {
+		t.Fatalf("the second storm: %v", err)
+	}
+	b := startExporter(t, g.addr, "--state-file", state)
+	var c2, l2 int
+	text = b.waitFor(t, "the second storm counted or lost by the next exporter", func(text string) bool {
+		c2, l2 = sumSeries(t, seriesIn(text, dir2)), int(sumSamples(text, "filewatcher_exporter_events_lost_total"))
+		return c2+l2 >= n2
+	})
+	if c2+l2 != n2 {
+		t.Errorf("%d files created during the kill; the next exporter counted %d and lost %d", n2, c2, l2)
+	}
+	if again := sumSeries(t, seriesIn(text, dir1)); again != 0 {
+		t.Errorf("the next exporter counted %d files of the first storm again; its predecessor's last scrape had shown them", again)
+	}
+	t.Logf("killed mid-storm: %d created, the next exporter counted %d, lost %d", n2, c2, l2)
 }
 
 // sumSamples adds every sample of metric, whatever its labels.

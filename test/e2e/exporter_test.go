@@ -214,6 +214,17 @@ type exporter struct {
 	// scenarios are those of the tests since it subscribed: every file
 	// created in the guest since then.
 	scenarios []*scenario
+	killed    bool // by kill: its exit is expected
+}
+
+// kill kills the exporter with SIGKILL and waits for it to be gone.
+func (e *exporter) kill(t *testing.T) {
+	t.Helper()
+	if err := e.cmd.Process.Kill(); err != nil {
+		t.Fatalf("kill the exporter: %v", err)
+	}
+	<-e.done
+	e.killed = true
 }
 
 // scenario starts a scenario whose files the exporter counts.
@@ -301,6 +312,9 @@ func (e *exporter) checkAlive(t *testing.T, start time.Time) {
 
 // stop sends SIGTERM and wants a clean exit; SIGKILL after 10 s.
 func (e *exporter) stop(t *testing.T) {
+	if e.killed {
+		return
+	}
 	select {
 	case <-e.done:
 		t.Errorf("the exporter exited before the test ended: %v", e.err)

@@ -484,7 +484,6 @@ func (s *Source) Handover() error {
 		return s.Close()
 	}
 	s.log.Info("handing over: the probe stays attached for the next loader", "dir", s.pins.dir)
-	s.mountedTracefs = false // still in use by the pinned attachment's successor
 	return s.release()
 }
 
