@@ -74,6 +74,15 @@ describe(`fuzz (seed ${SEED}, ${EXECS} inputs)`, () => {
   it('the protobuf decoder refuses cleanly, round-trips what it decodes, and agrees with proto-loader on well-formed messages', () => {
     const r = seededRandom(SEED);
     const corpus = Array.from({ length: 64 }, () => subscribe.responseSerialize(randomResponse(r)));
+    // The corpus is well-formed by construction: the exporter decodes every
+    // message of it as proto-loader does.
+    for (const [i, input] of corpus.entries()) {
+      assert.deepStrictEqual(
+        decodeSubscribeResponse(input),
+        subscribe.responseDeserialize(input),
+        `seed ${SEED} corpus ${i}`,
+      );
+    }
     let refused = 0;
     let canonical = 0;
     for (let i = 0; i < EXECS; i++) {
@@ -113,10 +122,14 @@ describe(`fuzz (seed ${SEED}, ${EXECS} inputs)`, () => {
       }
       if (ours.error !== undefined) refused++;
     }
-    // The mutations must reach both sides of the decoder, or the test checks little.
-    // The mutations must reach both sides, or the test checks little.
+    // The mutations must reach both sides of the decoder, refusing and
+    // accepting (then round-tripping), or the test checks little. How many
+    // mutants happen to be exactly canonical depends on the seed's corpus
+    // (none to 180 of 20,000 were seen), so none are required: the corpus,
+    // well-formed, was compared with proto-loader above.
     assert.ok(refused > EXECS / 20, `refused only ${refused} of ${EXECS}`);
-    assert.ok(canonical > EXECS / 2000, `only ${canonical} of ${EXECS} were well-formed`);
+    assert.ok(EXECS - refused > EXECS / 20, `accepted only ${EXECS - refused} of ${EXECS}`);
+    if (canonical === 0) console.log(`seed ${SEED}: no mutant was exactly canonical`);
   });
 
   describe('HTTP requests to a protected /metrics', () => {

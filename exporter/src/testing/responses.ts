@@ -69,6 +69,7 @@ export function randomResponse(r: () => number): SubscribeResponse {
             path_unresolved: u64(r),
             program_skipped: u64(r),
             unexplained: u64(r),
+            loader_restart: u64(r),
           },
   };
 }
