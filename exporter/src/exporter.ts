@@ -270,6 +270,16 @@ function registerObservables(
     ),
   );
   gauge(
+    'filewatcher_loader_pinned',
+    '1 if the loader keeps its probe and ring buffer pinned (--pin-dir), so that a loader that dies is replaced without losing its run; 0 if not (the loader status says why).',
+    status((s, r) => r.observe(s.pin_dir !== '' ? 1 : 0)),
+  );
+  gauge(
+    'filewatcher_loader_run_resumes',
+    "Times the loader's current run was taken over from a loader that died or handed over.",
+    status((s, r) => r.observe(s.resumes)),
+  );
+  gauge(
     'filewatcher_loader_last_sequence',
     'Last sequence number the loader assigned in its current run.',
     status((s, r) => r.observe(s.last_sequence)),

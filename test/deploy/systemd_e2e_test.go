@@ -238,6 +238,18 @@ func TestSystemdGuest(t *testing.T) {
 		if pid := g.must(t, "systemctl show -P MainPID filewatcher-exporter"); pid != exporterPID {
 			t.Errorf("the exporter was restarted with the loader (MainPID %s -> %s)", exporterPID, pid)
 		}
+		eventually(t, time.Minute, time.Second, "the exporter shows the run pinned and taken over once", func() error {
+			ms, err := metrics()
+			if err != nil {
+				return err
+			}
+			pinned, _ := find(ms, "filewatcher_loader_pinned", nil)
+			resumes, _ := find(ms, "filewatcher_loader_run_resumes", nil)
+			if pinned != 1 || resumes != 1 {
+				return fmt.Errorf("filewatcher_loader_pinned %v, filewatcher_loader_run_resumes %v; want 1, 1", pinned, resumes)
+			}
+			return nil
+		})
 		eventually(t, time.Minute, time.Second, "file created while no loader ran is counted", func() error {
 			return counted("/srv/fw-e2e", "while-loader-down", 1)
 		})
