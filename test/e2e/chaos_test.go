@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"maps"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -69,18 +70,46 @@ func pinsProbe(t *testing.T, g *guest, probe string) bool {
 	return probe == "bpf" || major > 5 || major == 5 && minor >= 15
 }
 
-// killLoader kills the loader with SIGKILL, after script (run in the
-// guest's shell as the kill's prelude, e.g. a storm started in the
-// background), and waits for it to be gone.
-func killLoader(t *testing.T, g *guest, script string) {
+// signalLoader sends the loader sig, after script (run in the guest's shell
+// as the signal's prelude, e.g. a storm started in the background), and
+// waits for it to be gone.
+func signalLoader(t *testing.T, g *guest, sig, script string) {
 	t.Helper()
-	g.sh(t, script+"kill -KILL $(pidof filewatcher-loader); wait")
+	g.sh(t, script+"kill -"+sig+" $(pidof filewatcher-loader); wait")
 	deadline := time.Now().Add(30 * time.Second)
 	for strings.TrimSpace(string(g.sh(t, "pidof filewatcher-loader >/dev/null || echo gone"))) != "gone" {
 		if time.Now().After(deadline) {
-			t.Fatal("the loader is still running 30 s after SIGKILL")
+			t.Fatalf("the loader is still running 30 s after SIG%s", sig)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// restartIdle stops the idle loader with sig, creates m files dir/<prefix>i
+// while none runs, and starts it again with args: it must take the run over
+// (for the resumes-th time), and l must get every one of the files, with no
+// gap.
+func restartIdle(t *testing.T, g *guest, l *ledger, sig string, args []string, dir, prefix string, m int, resumes uint32) {
+	t.Helper()
+	signalLoader(t, g, sig, "")
+	if out := string(g.sh(t, "ls "+chaosPinDir)); !strings.Contains(out, "checkpoint") {
+		t.Fatalf("after SIG%s, %s holds %q; want the pins kept", sig, chaosPinDir, out)
+	}
+	g.sh(t, fmt.Sprintf(`i=0; while [ $i -lt %d ]; do : > %s/%s$i; i=$((i+1)); done`, m, dir, prefix))
+	g.startLoader(t, args...)
+	st := settledLastSequence(t, g)
+	if st.RunId != l.runID || st.Resumes != resumes {
+		t.Fatalf("after SIG%s: run %s, resumes %d; want run %s taken over %d times", sig, st.RunId, st.Resumes, l.runID, resumes)
+	}
+	gaps := maps.Clone(l.gaps)
+	l.readUntil(t, st.LastSequence)
+	for i := range m {
+		if p := fmt.Sprintf("%s/%s%d", dir, prefix, i); l.paths[p] != 1 {
+			t.Errorf("%s, created after SIG%s while no loader ran, delivered %d times; want once", p, sig, l.paths[p])
+		}
+	}
+	if !maps.Equal(gaps, l.gaps) {
+		t.Errorf("gaps %v after SIG%s while idle; want none more than %v", l.gaps, sig, gaps)
 	}
 }
 
@@ -110,7 +139,7 @@ func testChaosLoaderKilled(t *testing.T, g *guest, probe string, args []string) 
 	}
 	l := newLedger(t, g.client)
 	dir, n := "/tmp/chaos-killed", 5000
-	killLoader(t, g, fmt.Sprintf(`rm -rf %[1]s && mkdir -p %[1]s && ( i=0; while [ $i -lt %[2]d ]; do : > %[1]s/k$i; i=$((i+1)); done ) & sleep 0.5; `, dir, n))
+	signalLoader(t, g, "KILL", fmt.Sprintf(`rm -rf %[1]s && mkdir -p %[1]s && ( i=0; while [ $i -lt %[2]d ]; do : > %[1]s/k$i; i=$((i+1)); done ) & sleep 0.5; `, dir, n))
 	g.startLoader(t, args...)
 	after := settledLastSequence(t, g)
 	if after.RunId != st.RunId || after.Resumes != 1 {
@@ -130,55 +159,11 @@ func testChaosLoaderKilled(t *testing.T, g *guest, probe string, args []string) 
 	}
 	t.Logf("killed mid-storm: %d created, %d delivered, %d lost (%v)", n, delivered, lost, l.gaps)
 
-	// Idle, then killed: what is created meanwhile waits in the ring.
-	killLoader(t, g, "")
+	// Idle, then killed, then handed over (SIGUSR2, which leaves the
+	// pins): what is created meanwhile waits in the ring.
 	m := 200
-	g.sh(t, fmt.Sprintf(`i=0; while [ $i -lt %d ]; do : > %s/d$i; i=$((i+1)); done`, m, dir))
-	g.startLoader(t, args...)
-	again := settledLastSequence(t, g)
-	if again.RunId != st.RunId || again.Resumes != 2 {
-		t.Fatalf("after the second kill: run %s, resumes %d; want run %s taken over twice", again.RunId, again.Resumes, st.RunId)
-	}
-	before := l.gaps
-	l.gaps = map[string]uint64{}
-	l.readUntil(t, again.LastSequence)
-	for i := range m {
-		if p := fmt.Sprintf("%s/d%d", dir, i); l.paths[p] != 1 {
-			t.Errorf("%s, created while no loader ran, delivered %d times; want once", p, l.paths[p])
-		}
-	}
-	if len(l.gaps) != 0 {
-		t.Errorf("gaps %v after an idle kill; want none", l.gaps)
-	}
-
-	// A handover (SIGUSR2): the loader stops serving but leaves the pins.
-	g.sh(t, "kill -USR2 $(pidof filewatcher-loader)")
-	for deadline := time.Now().Add(30 * time.Second); strings.TrimSpace(string(g.sh(t, "pidof filewatcher-loader >/dev/null || echo gone"))) != "gone"; time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the loader is still running 30 s after SIGUSR2")
-		}
-	}
-	if out := string(g.sh(t, "ls "+chaosPinDir)); !strings.Contains(out, "checkpoint") {
-		t.Fatalf("after SIGUSR2, %s holds %q; want the pins kept", chaosPinDir, out)
-	}
-	g.sh(t, fmt.Sprintf(`i=0; while [ $i -lt %d ]; do : > %s/h$i; i=$((i+1)); done`, m, dir))
-	g.startLoader(t, args...)
-	handed := settledLastSequence(t, g)
-	if handed.RunId != st.RunId || handed.Resumes != 3 {
-		t.Fatalf("after the handover: run %s, resumes %d; want run %s taken over a third time", handed.RunId, handed.Resumes, st.RunId)
-	}
-	l.readUntil(t, handed.LastSequence)
-	for i := range m {
-		if p := fmt.Sprintf("%s/h%d", dir, i); l.paths[p] != 1 {
-			t.Errorf("%s, created between a handover and the next loader, delivered %d times; want once", p, l.paths[p])
-		}
-	}
-	if len(l.gaps) != 0 {
-		t.Errorf("gaps %v after an idle kill and a handover; want none", l.gaps)
-	}
-	for k, v := range before {
-		l.gaps[k] += v
-	}
+	restartIdle(t, g, l, "KILL", args, dir, "d", m, 2)
+	restartIdle(t, g, l, "USR2", args, dir, "h", m, 3)
 	l.reconcile(t, dir, n+2*m)
 }
 

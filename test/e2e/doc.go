@@ -13,8 +13,10 @@
 // promtool), and the exporter side by side with filtered gRPC subscribers;
 // then, with each probe, the chaos suite (chaos_test.go): a subscriber that
 // stops reading, a ring that overflows while the loader is stopped, an
-// exporter stopped and continued, each reconciled exactly as created =
-// delivered + reported lost. They are built only with the e2e tag:
+// exporter stopped and continued, an exporter killed and its successor
+// resuming from its state file, the loader killed mid-storm and while idle
+// and handed over, its successor taking the pinned run over, each
+// reconciled exactly as created = delivered + reported lost. They are built only with the e2e tag:
 //
 //	FILEWATCHER_E2E_KERNELS="5.10 7.3" go test -tags e2e -count=1 -v ./test/e2e/
 //
