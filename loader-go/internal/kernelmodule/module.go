@@ -283,7 +283,7 @@ func (m *Module) holders() string {
 		}
 		s += ", held by the modules " + strings.Join(names, ", ")
 	} else {
-		s += " (BPF programs, links or perf events on its tracepoint that have not been released yet: bpftool link, bpftool perf)"
+		s += " (BPF programs, links or perf events on its tracepoint that have not been released yet: bpftool link, bpftool perf; or a run pinned with --pin-dir, released when a loader stops with SIGTERM or its pins are removed)"
 	}
 	return s
 }
