@@ -15,6 +15,7 @@ import (
 // event accounted for.
 type Reconcile struct {
 	Probe       string // the loader's --probe: probeModule or probeBPF
+	Pinned      bool   // --pin-dir: checkpointed before every publication
 	RingSize    int
 	Storm       Storm
 	Fired       uint64 // module events_fired delta (probeModule only)
@@ -91,10 +92,11 @@ func (b *Bench) kernelPath(ctx context.Context) (*KernelPath, error) {
 	logf("  guest %s up in %.0fs", v.Kernel, v.BootTime.Seconds())
 
 	for _, run := range []struct {
-		probe string
-		ring  int
-	}{{probeModule, 0}, {probeModule, b.cfg.smallRing}, {probeBPF, 0}} {
-		r, err := b.reconcile(ctx, v, run.ring, run.probe)
+		probe  string
+		ring   int
+		pinned bool
+	}{{probeModule, 0, false}, {probeModule, b.cfg.smallRing, false}, {probeBPF, 0, false}, {probeModule, 0, true}} {
+		r, err := b.reconcile(ctx, v, run.ring, run.probe, run.pinned)
 		if err != nil {
 			return k, err
 		}
@@ -133,14 +135,19 @@ const (
 	probeBPF    = "bpf"
 )
 
-func (b *Bench) reconcile(ctx context.Context, v *VM, ring int, probe string) (Reconcile, error) {
-	r := Reconcile{Probe: probe, RingSize: ring, Lost: map[string]uint64{}}
+func (b *Bench) reconcile(ctx context.Context, v *VM, ring int, probe string, pinned bool) (Reconcile, error) {
+	r := Reconcile{Probe: probe, Pinned: pinned, RingSize: ring, Lost: map[string]uint64{}}
 	tag := probe + "-default-ring"
 	if ring > 0 {
 		tag = fmt.Sprintf("%s-ring-%d", probe, ring)
 	}
+	var extra []string
+	if pinned {
+		tag += "-pinned"
+		extra = []string{"--pin-dir", "/sys/fs/bpf/fwbench"}
+	}
 	dir := "/tmp/fwb-" + tag
-	g, err := v.startLoader(ctx, tag, ring, probe)
+	g, err := v.startLoader(ctx, tag, ring, probe, extra...)
 	if err != nil {
 		return r, err
 	}
@@ -207,8 +214,8 @@ func (b *Bench) reconcile(ctx context.Context, v *VM, ring int, probe string) (R
 		}
 	}
 	r.OK, r.Why = reconciled(r)
-	logf("  %s, ring %8d B: created %d, fired %d, delivered %d, lost %d %v, other %d, unexplained %d, missed %d -> %v %s (%.0f creates/s)",
-		r.Probe, r.RingSize, r.Storm.OK, r.Fired, r.Delivered, r.LostTotal, r.Lost, r.Other, r.Unexplained, r.Missed, r.OK, r.Why, r.Storm.PerSec)
+	logf("  %s (pinned %v), ring %8d B: created %d, fired %d, delivered %d, lost %d %v, other %d, unexplained %d, missed %d -> %v %s (%.0f creates/s)",
+		r.Probe, r.Pinned, r.RingSize, r.Storm.OK, r.Fired, r.Delivered, r.LostTotal, r.Lost, r.Other, r.Unexplained, r.Missed, r.OK, r.Why, r.Storm.PerSec)
 	return r, nil
 }
 

@@ -287,12 +287,13 @@ type GuestLoader struct {
 
 // startLoader starts the loader in the guest (it loads the module and the
 // BPF program) and connects to it from the host.
-func (v *VM) startLoader(ctx context.Context, tag string, ringSize int, probe string) (*GuestLoader, error) {
+func (v *VM) startLoader(ctx context.Context, tag string, ringSize int, probe string, extra ...string) (*GuestLoader, error) {
 	log := "/tmp/loader-" + tag + ".log"
 	args := []string{guestLoader, "--probe", probe, "--module", guestModule, "--listen", "0.0.0.0:50051", "--allow-insecure-tcp"}
 	if ringSize > 0 {
 		args = append(args, "--ringbuf-size", strconv.Itoa(ringSize))
 	}
+	args = append(args, extra...)
 	pid, err := v.background(ctx, log, `exec "$@"`, append([]string{"loader"}, args...)...)
 	if err != nil {
 		return nil, err
