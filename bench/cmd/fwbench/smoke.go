@@ -41,8 +41,9 @@ func checkSmoke(r *Results, cfg config) []string {
 	}
 	check(churnOK, "exporter: under churn, series outgrew the cap, or the first hour's stayed, or new paths overflowed")
 	k := r.Kernel
-	check(k != nil && len(k.Reconciles) == 3, "kernel: reconciliation runs missing (module: default and small ring; eBPF-only probe)")
-	ok := k != nil && len(k.Reconciles) == 3
+	check(k != nil && len(k.Reconciles) == 4 && k.Reconciles[3].Pinned,
+		"kernel: reconciliation runs missing (module: default and small ring; eBPF-only probe; module pinned)")
+	ok := k != nil && len(k.Reconciles) == 4
 	if ok {
 		for _, rc := range k.Reconciles {
 			ok = ok && rc.OK && rc.Storm.OK == uint64(cfg.stormN)
