@@ -201,6 +201,7 @@ type Source struct {
 	// and found since the last publication.
 	restartLost    uint64
 	restartPending uint64
+	pinLock        *os.File // held while this source uses the pin directory
 }
 
 // Open loads and attaches the programs of opts.Probe. ProbeModule needs the
@@ -285,6 +286,11 @@ func (s *Source) openPinned(opts Options, id [32]byte) (bool, error) {
 	if err := prepareDir(opts.PinDir); err != nil {
 		return false, err
 	}
+	lock, err := lockPinDir(opts.PinDir)
+	if err != nil {
+		return false, err
+	}
+	s.pinLock = lock
 	nprogs := 1
 	if opts.Probe == ProbeBPF {
 		nprogs = 2
@@ -491,6 +497,10 @@ func (s *Source) release() error {
 	var errs []error
 	if s.pins != nil {
 		errs = append(errs, s.pins.m.Close())
+	}
+	if s.pinLock != nil {
+		errs = append(errs, s.pinLock.Close())
+		s.pinLock = nil
 	}
 	if s.reader != nil {
 		errs = append(errs, s.reader.Close())

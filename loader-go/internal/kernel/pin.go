@@ -29,7 +29,9 @@ package kernel
 //
 // A deliberate stop (Close: SIGTERM) removes the pins, so the programs
 // detach and the maps are freed; Handover (SIGUSR2) keeps them for the next
-// loader.
+// loader. While a loader runs it holds the directory's lock, which the kernel
+// drops when it dies: a second loader on the same directory refuses to start
+// rather than read the same ring.
 
 import (
 	"crypto/sha256"
@@ -227,6 +229,24 @@ func prepareDir(dir string) error {
 		return fmt.Errorf("--pin-dir: %w", err)
 	}
 	return nil
+}
+
+// lockPinDir takes dir's lock for as long as the process lives (the kernel
+// drops it when the process dies, however it dies): two loaders reading one
+// ring would number its records twice.
+func lockPinDir(dir string) (*os.File, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("--pin-dir: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("--pin-dir %s is in use by another loader (it holds the directory's lock)", dir)
+		}
+		return nil, fmt.Errorf("--pin-dir %s: lock: %w", dir, err)
+	}
+	return f, nil
 }
 
 // removePins unpins everything in dir (the objects go once nothing else

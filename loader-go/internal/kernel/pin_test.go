@@ -9,6 +9,7 @@ import (
 	"os"
 	"reflect"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -203,4 +204,23 @@ func (b bySeq) Less(i, j int) bool { return b.seq[i] < b.seq[j] }
 func (b bySeq) Swap(i, j int) {
 	b.s[i], b.s[j] = b.s[j], b.s[i]
 	b.seq[i], b.seq[j] = b.seq[j], b.seq[i]
+}
+
+// TestLockPinDir: a second loader cannot use a pin directory while the
+// first holds it, and can once the first is gone.
+func TestLockPinDir(t *testing.T) {
+	dir := t.TempDir()
+	first, err := lockPinDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockPinDir(dir); err == nil || !strings.Contains(err.Error(), "in use by another loader") {
+		t.Errorf("second lock: %v; want in use by another loader", err)
+	}
+	first.Close()
+	again, err := lockPinDir(dir)
+	if err != nil {
+		t.Fatalf("lock after the first let go: %v", err)
+	}
+	again.Close()
 }
