@@ -137,6 +137,12 @@ func testChaosLoaderKilled(t *testing.T, g *guest, probe string, args []string) 
 	if st.PinDir != chaosPinDir || st.PinDetail != "" || st.Resumes != 0 {
 		t.Fatalf("GetStatus says pin_dir %q, pin_detail %q, resumes %d; want %s, none, 0", st.PinDir, st.PinDetail, st.Resumes, chaosPinDir)
 	}
+	// A second loader on the same pins refuses, and leaves them alone.
+	second := g.run(t, 1, vmagent.Request{Argv: vmagent.Args(append([]string{"filewatcher-loader",
+		"--module", "/filewatcher/filewatcher.ko", "--listen", "127.0.0.1:50099"}, args...)...), TimeoutMS: 60_000})
+	if !strings.Contains(string(second.Stderr), "--pin-dir "+chaosPinDir+" is in use by another loader") {
+		t.Errorf("a second loader on the same --pin-dir said:\n%s", second.Stderr)
+	}
 	l := newLedger(t, g.client)
 	dir, n := "/tmp/chaos-killed", 5000
 	signalLoader(t, g, "KILL", fmt.Sprintf(`rm -rf %[1]s && mkdir -p %[1]s && ( i=0; while [ $i -lt %[2]d ]; do : > %[1]s/k$i; i=$((i+1)); done ) & sleep 0.5; `, dir, n))
