@@ -4,7 +4,8 @@
 // through one BPF ring buffer.
 //
 //  - kmod: file_created, on the kernel module's filewatcher/file_created
-//    tracepoint, forwards what the module fires.
+//    tracepoint, forwards what the module fires (file_created_raw, on the
+//    same tracepoint's raw form, when the loader pins the probe).
 //  - bpf (the eBPF-only probe, for hosts that cannot load the module):
 //    fentry_security_file_open and fexit_open see the same creations without
 //    a module, on kernels with BTF and BPF trampolines.
@@ -235,9 +236,9 @@ static __always_inline void submit(struct event *e, struct loss_counters *c, __u
 		*written = e->hdr.stream_seq;
 }
 
-// The kmod probe: the module fired its tracepoint for a file it saw created.
-SEC("tracepoint/filewatcher/file_created")
-int file_created(struct file_created_ctx *ctx)
+// forward sends what the module's tracepoint carries, the created file's
+// path (a NUL-terminated string in kernel memory) and flags, to user space.
+static __always_inline int forward(const void *path, __u32 flags)
 {
 	__u32 zero = 0;
 	struct pending *p = bpf_map_lookup_elem(&scratch, &zero);
@@ -246,18 +247,36 @@ int file_created(struct file_created_ctx *ctx)
 		return 0;
 	struct event *e = &p->ev;
 
-	__u32 loc = ctx->__data_loc_filename;
-	long n = bpf_probe_read_kernel_str(e->path, sizeof(e->path),
-					   (void *)ctx + (loc & 0xffff));
+	long n = bpf_probe_read_kernel_str(e->path, sizeof(e->path), path);
 	if (n <= 0) {
 		c->read_errors++;
 		return 0;
 	}
-	fill_hdr(e, ctx->flags);
+	fill_hdr(e, flags);
 	// n counts the NUL and is at most PATH_MAX.
 	e->hdr.path_len = (__u32)(n - 1) & (PATH_MAX - 1);
 	submit(e, c, STREAM_OPEN);
 	return 0;
+}
+
+// The kmod probe: the module fired its tracepoint for a file it saw created.
+SEC("tracepoint/filewatcher/file_created")
+int file_created(struct file_created_ctx *ctx)
+{
+	__u32 loc = ctx->__data_loc_filename;
+	return forward((void *)ctx + (loc & 0xffff), ctx->flags);
+}
+
+// The same on the tracepoint's raw form, whose arguments are the module's
+// TP_PROTO(const char *path, u32 flags) (kmod/filewatcher_trace.h): the
+// loader attaches this one when it pins the probe (--pin-dir), because a raw
+// tracepoint's attachment is a BPF link that can be pinned on every kernel
+// we run on (Linux 5.7+), where the tracepoint's perf event became one only
+// in 5.15.
+SEC("raw_tracepoint/file_created")
+int file_created_raw(struct bpf_raw_tracepoint_args *ctx)
+{
+	return forward((const void *)ctx->args[0], (__u32)ctx->args[1]);
 }
 
 // The eBPF-only probe, part 1: every open reaches security_file_open() once

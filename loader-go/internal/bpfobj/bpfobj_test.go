@@ -10,8 +10,8 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// TestVerifier loads the kmod probe's program and maps into the running
-// kernel, which runs the verifier. Attaching needs the module's tracepoint and
+// TestVerifier loads the kmod probe's programs (on the tracepoint and on its
+// raw form) and maps into the running kernel, which runs the verifier. Attaching needs the module's tracepoint and
 // is left to the VM tests; loading does not. The eBPF-only probe's programs
 // are tracing programs, which the kernel verifies against the functions they
 // attach to, and which this machine's kernel does not let us load: the VM
@@ -26,7 +26,8 @@ func TestVerifier(t *testing.T) {
 		spec.Maps[FilewatcherMapEvents].MaxEntries = size
 		var objs struct {
 			FilewatcherMaps
-			FileCreated *ebpf.Program `ebpf:"file_created"`
+			FileCreated    *ebpf.Program `ebpf:"file_created"`
+			FileCreatedRaw *ebpf.Program `ebpf:"file_created_raw"`
 		}
 		if err := spec.LoadAndAssign(&objs, nil); err != nil {
 			var verr *ebpf.VerifierError
@@ -42,7 +43,7 @@ func TestVerifier(t *testing.T) {
 		if info.MaxEntries != size {
 			t.Errorf("ring size = %d, want %d", info.MaxEntries, size)
 		}
-		if err := errors.Join(objs.FilewatcherMaps.Close(), objs.FileCreated.Close()); err != nil {
+		if err := errors.Join(objs.FilewatcherMaps.Close(), objs.FileCreated.Close(), objs.FileCreatedRaw.Close()); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -57,6 +57,7 @@ const (
 	FilewatcherProgFentrySecurityFileOpen = "fentry_security_file_open"
 	FilewatcherProgFexitOpen              = "fexit_open"
 	FilewatcherProgFileCreated            = "file_created"
+	FilewatcherProgFileCreatedRaw         = "file_created_raw"
 )
 
 // LoadFilewatcher returns the embedded CollectionSpec for Filewatcher.
@@ -104,6 +105,7 @@ type FilewatcherProgramSpecs struct {
 	FentrySecurityFileOpen *ebpf.ProgramSpec `ebpf:"fentry_security_file_open"`
 	FexitOpen              *ebpf.ProgramSpec `ebpf:"fexit_open"`
 	FileCreated            *ebpf.ProgramSpec `ebpf:"file_created"`
+	FileCreatedRaw         *ebpf.ProgramSpec `ebpf:"file_created_raw"`
 }
 
 // FilewatcherMapSpecs contains maps before they are loaded into the kernel.
@@ -173,6 +175,7 @@ type FilewatcherPrograms struct {
 	FentrySecurityFileOpen *ebpf.Program `ebpf:"fentry_security_file_open"`
 	FexitOpen              *ebpf.Program `ebpf:"fexit_open"`
 	FileCreated            *ebpf.Program `ebpf:"file_created"`
+	FileCreatedRaw         *ebpf.Program `ebpf:"file_created_raw"`
 }
 
 func (p *FilewatcherPrograms) Close() error {
@@ -180,6 +183,7 @@ func (p *FilewatcherPrograms) Close() error {
 		p.FentrySecurityFileOpen,
 		p.FexitOpen,
 		p.FileCreated,
+		p.FileCreatedRaw,
 	)
 }
 

@@ -148,6 +148,13 @@ type moduleObjects struct {
 	FileCreated *ebpf.Program `ebpf:"file_created"`
 }
 
+// moduleRawObjects is the module probe on the tracepoint's raw form, whose
+// attachment can be pinned on every kernel we run on (see pin.go).
+type moduleRawObjects struct {
+	ProbeMaps
+	FileCreatedRaw *ebpf.Program `ebpf:"file_created_raw"`
+}
+
 type bpfObjects struct {
 	ProbeMaps
 	SecurityFileOpen *ebpf.Program `ebpf:"fentry_security_file_open"`
@@ -358,11 +365,23 @@ func (s *Source) load(spec *ebpf.CollectionSpec, to any) error {
 }
 
 func (s *Source) openModuleProbe(spec *ebpf.CollectionSpec, opts Options) error {
-	var objs moduleObjects
-	if err := s.load(spec, &objs); err != nil {
-		return err
+	// Pinned, the program goes on the raw tracepoint: the tracepoint's perf
+	// event can be pinned only since Linux 5.15, a raw tracepoint's link on
+	// every kernel we support.
+	raw := opts.PinDir != ""
+	if raw {
+		var objs moduleRawObjects
+		if err := s.load(spec, &objs); err != nil {
+			return err
+		}
+		s.maps, s.progs = objs.ProbeMaps, []*ebpf.Program{objs.FileCreatedRaw}
+	} else {
+		var objs moduleObjects
+		if err := s.load(spec, &objs); err != nil {
+			return err
+		}
+		s.maps, s.progs = objs.ProbeMaps, []*ebpf.Program{objs.FileCreated}
 	}
-	s.maps, s.progs = objs.ProbeMaps, []*ebpf.Program{objs.FileCreated}
 	if s.module != nil {
 		s.function, _ = s.module.Function()
 	}
@@ -373,11 +392,18 @@ func (s *Source) openModuleProbe(spec *ebpf.CollectionSpec, opts Options) error 
 		}
 		s.mountedTracefs = mounted
 	}
-	// Attach only to a tracepoint laid out as the program reads it.
+	// Attach only to a tracepoint laid out as the program reads it (its
+	// format, and with it the module's version, which fixes TP_PROTO).
 	if err := checkTracepoint(spec.Types); err != nil {
 		return err
 	}
-	l, err := link.Tracepoint(tracepointGroup, tracepointName, objs.FileCreated, nil)
+	var l link.Link
+	var err error
+	if raw {
+		l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: tracepointName, Program: s.progs[0]})
+	} else {
+		l, err = link.Tracepoint(tracepointGroup, tracepointName, s.progs[0], nil)
+	}
 	if err != nil {
 		return fmt.Errorf("attach to tracepoint filewatcher/file_created (is the module loaded?): %w", err)
 	}

@@ -371,8 +371,9 @@ func (p *pinState) openWindows(written [streamSlots][]uint64) {
 }
 
 // pin pins a new run's objects in dir and writes its first checkpoint. A
-// kernel that cannot pin a link (the module's tracepoint before Linux 5.15:
-// a perf event attached by ioctl) gets nothing pinned, and the reason.
+// kernel that cannot pin a link (a perf event attached by ioctl, which the
+// module probe avoids when pinning: see openModuleProbe) gets nothing
+// pinned, and the reason.
 func (s *Source) pin(dir string, id [32]byte, runID string) (why string, err error) {
 	var pinned []string
 	defer func() {
@@ -385,7 +386,7 @@ func (s *Source) pin(dir string, id [32]byte, runID string) (why string, err err
 	for i, l := range s.links {
 		path := filepath.Join(dir, pinLink(i))
 		if err := l.Pin(path); errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, link.ErrNotSupported) {
-			return fmt.Sprintf("this kernel cannot pin the probe's attachment (%v): the module's tracepoint needs Linux 5.15", err), nil
+			return fmt.Sprintf("this kernel cannot pin the probe's attachment: %v", err), nil
 		} else if err != nil {
 			return "", fmt.Errorf("pin link: %w", err)
 		}
