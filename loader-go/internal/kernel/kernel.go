@@ -302,9 +302,9 @@ func (s *Source) openPinned(opts Options, id [32]byte) (bool, error) {
 	if opts.Probe == ProbeBPF {
 		nprogs = 2
 	}
-	ok, why, err := s.takeOver(opts.PinDir, id, nprogs)
-	if err != nil || ok {
-		return ok, err
+	ok, why := s.takeOver(opts.PinDir, id, nprogs)
+	if ok {
+		return true, nil
 	}
 	if why != "" {
 		s.log.Warn("not taking over what an earlier loader pinned: unpinning it and starting a new run",

@@ -29,8 +29,13 @@ func record(path []byte, comm string, pid uint32) []byte {
 	for i := range min(len(comm), len(hdr.Comm)) {
 		hdr.Comm[i] = int8(comm[i])
 	}
+	return encodeRecord(&hdr, path)
+}
+
+// encodeRecord lays out hdr, then path, as bpf_ringbuf_output writes them.
+func encodeRecord(hdr *bpfobj.FilewatcherEventHdr, path []byte) []byte {
 	var b bytes.Buffer
-	if err := binary.Write(&b, binary.LittleEndian, &hdr); err != nil {
+	if err := binary.Write(&b, binary.LittleEndian, hdr); err != nil {
 		panic(err)
 	}
 	b.Write(path)

@@ -274,12 +274,12 @@ func pinProg(i int) string { return fmt.Sprintf("prog%d", i) }
 // of this identity: the maps into s.maps, the programs and links, and the
 // checkpoint. It returns false with a reason when there is nothing to take
 // over.
-func (s *Source) takeOver(dir string, id [32]byte, nprogs int) (_ bool, why string, err error) {
+func (s *Source) takeOver(dir string, id [32]byte, nprogs int) (ok bool, why string) {
 	ckMap, err := ebpf.LoadPinnedMap(filepath.Join(dir, pinCheckpoint), nil)
 	if errors.Is(err, os.ErrNotExist) {
-		return false, "", nil
+		return false, ""
 	} else if err != nil {
-		return false, fmt.Sprintf("cannot open the pinned checkpoint: %v", err), nil
+		return false, fmt.Sprintf("cannot open the pinned checkpoint: %v", err)
 	}
 	p := &pinState{dir: dir, m: ckMap}
 	keep := false
@@ -290,13 +290,13 @@ func (s *Source) takeOver(dir string, id [32]byte, nprogs int) (_ bool, why stri
 	}()
 	buf := make([]byte, ckMap.ValueSize())
 	if err := ckMap.Lookup(uint32(0), &buf); err != nil {
-		return false, fmt.Sprintf("cannot read the pinned checkpoint: %v", err), nil
+		return false, fmt.Sprintf("cannot read the pinned checkpoint: %v", err)
 	}
 	if err := p.ck.unmarshal(buf); err != nil {
-		return false, err.Error(), nil
+		return false, err.Error()
 	}
 	if p.ck.identity != id {
-		return false, "they are of another BPF object, probe or ring size", nil
+		return false, "they are of another BPF object, probe or ring size"
 	}
 	var objs []interface{ Close() error }
 	defer func() {
@@ -313,7 +313,7 @@ func (s *Source) takeOver(dir string, id [32]byte, nprogs int) (_ bool, why stri
 	for name, to := range maps {
 		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
 		if err != nil {
-			return false, fmt.Sprintf("map %s: %v", name, err), nil
+			return false, fmt.Sprintf("map %s: %v", name, err)
 		}
 		objs = append(objs, m)
 		*to = m
@@ -321,19 +321,19 @@ func (s *Source) takeOver(dir string, id [32]byte, nprogs int) (_ bool, why stri
 	for i := range nprogs {
 		prog, err := ebpf.LoadPinnedProgram(filepath.Join(dir, pinProg(i)), nil)
 		if err != nil {
-			return false, fmt.Sprintf("program %d: %v", i, err), nil
+			return false, fmt.Sprintf("program %d: %v", i, err)
 		}
 		objs = append(objs, prog)
 		l, err := link.LoadPinnedLink(filepath.Join(dir, pinLink(i)), nil)
 		if err != nil {
-			return false, fmt.Sprintf("link %d: %v", i, err), nil
+			return false, fmt.Sprintf("link %d: %v", i, err)
 		}
 		objs = append(objs, l)
 		progs, links = append(progs, prog), append(links, l)
 	}
 	p.ncpu = len(p.ck.last.ringbufFullPerCPU)
 	if cpus, err := ebpf.PossibleCPU(); err != nil || cpus != p.ncpu {
-		return false, fmt.Sprintf("the checkpoint is for %d CPUs", p.ncpu), nil
+		return false, fmt.Sprintf("the checkpoint is for %d CPUs", p.ncpu)
 	}
 	keep = true
 	s.maps, s.progs, s.links = pm, progs, links
@@ -342,7 +342,7 @@ func (s *Source) takeOver(dir string, id [32]byte, nprogs int) (_ bool, why stri
 	p.resumed = &Resumed{RunID: hex.EncodeToString(p.ck.runID[:]), Next: p.ck.next,
 		Loss: proto.Clone(p.ck.loss).(*pb.LossCounters), Resumes: p.ck.resumes}
 	s.pins = p
-	return true, "", nil
+	return true, ""
 }
 
 // readWritten reads how many records each stream has written: the streams

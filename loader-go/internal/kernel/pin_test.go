@@ -1,9 +1,7 @@
 package kernel
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"os"
@@ -22,14 +20,8 @@ import (
 // streamRecord is a record as the BPF program writes it, numbered seq in
 // stream (slot, cpu).
 func streamRecord(path string, slot, cpu uint32, seq uint64) []byte {
-	hdr := bpfobj.FilewatcherEventHdr{KtimeNs: 1, Pid: 2, Tgid: 2, PathLen: uint32(len(path)),
-		StreamSeq: seq, Cpu: cpu, Slot: slot}
-	var b bytes.Buffer
-	if err := binary.Write(&b, binary.LittleEndian, &hdr); err != nil {
-		panic(err)
-	}
-	b.WriteString(path)
-	return b.Bytes()
+	return encodeRecord(&bpfobj.FilewatcherEventHdr{KtimeNs: 1, Pid: 2, Tgid: 2, PathLen: uint32(len(path)),
+		StreamSeq: seq, Cpu: cpu, Slot: slot}, []byte(path))
 }
 
 func TestCheckpointRoundTrip(t *testing.T) {
