@@ -3,6 +3,7 @@ import { parseListenAddress, parseLoaderAddress } from './address';
 import type { LoaderAddress, ListenAddress } from './address';
 import type { PathLabelMode } from './labels';
 import type { LogFormat, LogLevel } from './log';
+import type { OtlpConfig } from './otlp';
 
 /** OverflowPolicyName is the loader's per-subscriber overflow policy, as a flag value. */
 export type OverflowPolicyName = 'drop-oldest' | 'drop-newest' | 'close';
@@ -49,6 +50,8 @@ export interface Config {
   logFormat: LogFormat;
   /** --state-file: where the stream position is kept across restarts; '' for nowhere. */
   stateFile: string;
+  /** OTLP push (--otlp-*); undefined: none. */
+  otlp: OtlpConfig | undefined;
 }
 
 interface OptionSpec {
@@ -246,6 +249,62 @@ export const OPTIONS: readonly OptionSpec[] = [
     arg: 'FILE',
     help: "keep the stream position (loader run and sequence) here at every scrape, so that a restarted exporter counts the events the loader's replay buffer still holds instead of skipping them; empty: a restart joins the stream live",
   },
+  {
+    flag: 'otlp-endpoint',
+    env: 'OTEL_EXPORTER_OTLP_ENDPOINT',
+    default: '',
+    arg: 'URL',
+    help: 'push OTLP to this base URL (http://127.0.0.1:4318: metrics to /v1/metrics, events to /v1/logs; with grpc, http://127.0.0.1:4317), as OTEL_EXPORTER_OTLP_ENDPOINT means; the other OTEL_EXPORTER_OTLP_* variables (headers, certificates, timeout, compression, per-signal endpoints) apply; empty: no OTLP unless OTEL_EXPORTER_OTLP_METRICS_ENDPOINT or _LOGS_ENDPOINT is set',
+  },
+  {
+    flag: 'otlp-protocol',
+    env: 'OTEL_EXPORTER_OTLP_PROTOCOL',
+    default: 'http/protobuf',
+    arg: 'http/protobuf|grpc',
+    help: "OTLP transport; http/protobuf retries through short outages, the SDK's grpc exporter does not (the event export retries either way, --otlp-events-retry-for)",
+  },
+  {
+    flag: 'otlp-metrics',
+    env: 'FILEWATCHER_EXPORTER_OTLP_METRICS',
+    default: 'true',
+    arg: 'true|false',
+    help: 'push the metrics /metrics serves (file_created_total and the health counters) over OTLP, when an OTLP endpoint is set',
+  },
+  {
+    flag: 'otlp-metrics-interval',
+    env: 'OTEL_METRIC_EXPORT_INTERVAL',
+    default: '60000',
+    arg: 'MILLISECONDS',
+    help: 'how often the metrics are pushed over OTLP',
+  },
+  {
+    flag: 'otlp-events',
+    env: 'FILEWATCHER_EXPORTER_OTLP_EVENTS',
+    default: 'false',
+    arg: 'true|false',
+    help: 'also export every event as an OTLP log record (file.path, file.directory, file.name, process.pid, user.id, filewatcher.run_id, filewatcher.sequence, ...); needs an OTLP endpoint',
+  },
+  {
+    flag: 'otlp-events-queue-size',
+    env: 'FILEWATCHER_EXPORTER_OTLP_EVENTS_QUEUE_SIZE',
+    default: '65536',
+    arg: 'N',
+    help: 'events waiting for export at most; one that finds the queue full is counted in filewatcher_exporter_otlp_events_dropped_total{reason="queue_full"}',
+  },
+  {
+    flag: 'otlp-events-batch-size',
+    env: 'FILEWATCHER_EXPORTER_OTLP_EVENTS_BATCH_SIZE',
+    default: '1024',
+    arg: 'N',
+    help: 'log records per OTLP export (one export in flight)',
+  },
+  {
+    flag: 'otlp-events-retry-for',
+    env: 'FILEWATCHER_EXPORTER_OTLP_EVENTS_RETRY_FOR',
+    default: '60s',
+    arg: 'DURATION',
+    help: 'how long a batch of log records is retried through an outage before its events are counted lost (reason export_failed); meanwhile new events queue',
+  },
 ];
 
 /** ParseResult is either a configuration to run with, or text to print and exit. */
@@ -324,7 +383,9 @@ export function parseConfig(
       logLevel: get('log-level').oneOf(['debug', 'info', 'warn', 'error'] as const),
       logFormat: get('log-format').oneOf(['text', 'json'] as const),
       stateFile: get('state-file').map((v) => v),
+      otlp: undefined,
     };
+    config.otlp = otlpConfig(get, env);
     if (config.reconnectMaxDelayMs < config.reconnectInitialDelayMs) {
       throw new Error('--reconnect-max-delay must not be shorter than --reconnect-initial-delay');
     }
@@ -332,6 +393,49 @@ export function parseConfig(
   } catch (err) {
     return { exit: { code: 2, text: `${(err as Error).message}\nRun with --help for usage.\n` } };
   }
+}
+
+/**
+ * otlpConfig reads the --otlp-* settings. OTLP is on when an endpoint is set:
+ * --otlp-endpoint (OTEL_EXPORTER_OTLP_ENDPOINT) or a per-signal
+ * OTEL_EXPORTER_OTLP_*_ENDPOINT, which the SDK reads itself.
+ */
+function otlpConfig(
+  get: (flag: string) => Setting,
+  env: NodeJS.ProcessEnv,
+): OtlpConfig | undefined {
+  const protocol = get('otlp-protocol').oneOf(['http/protobuf', 'grpc'] as const);
+  const endpoint = get('otlp-endpoint').map((v) => {
+    if (v === '') return v;
+    let url: URL;
+    try {
+      url = new URL(v);
+    } catch {
+      throw new Error('must be a URL such as http://127.0.0.1:4318');
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:')
+      throw new Error('must be an http:// or https:// URL');
+    return v;
+  });
+  const signalEndpoint = (signal: string): boolean =>
+    (env[`OTEL_EXPORTER_OTLP_${signal}_ENDPOINT`] ?? '') !== '';
+  const metrics = get('otlp-metrics').boolean();
+  const events = get('otlp-events').boolean();
+  const config: OtlpConfig = {
+    endpoint,
+    protocol,
+    metrics: metrics && (endpoint !== '' || signalEndpoint('METRICS')),
+    metricsIntervalMs: get('otlp-metrics-interval').integer(100, 86_400_000),
+    events,
+    eventsQueueSize: get('otlp-events-queue-size').integer(1, 10_000_000),
+    eventsBatchSize: get('otlp-events-batch-size').integer(1, 65_536),
+    eventsRetryForMs: get('otlp-events-retry-for').duration(0, 86_400_000),
+  };
+  if (events && endpoint === '' && !signalEndpoint('LOGS'))
+    throw new Error(
+      '--otlp-events needs an OTLP endpoint: --otlp-endpoint, OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_LOGS_ENDPOINT',
+    );
+  return config.metrics || config.events ? config : undefined;
 }
 
 /**

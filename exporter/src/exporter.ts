@@ -8,11 +8,20 @@ import { boundLabelValue, LabelMapper } from './labels';
 import { loadLabelRules } from './labelrules';
 import type { Logger } from './log';
 import { MetricsHandler } from './exposition';
-import { createStreamMetrics, createTelemetry } from './metrics';
+import { METER_NAME, createStreamMetrics, createTelemetry } from './metrics';
 import type { Telemetry } from './metrics';
-import { loadPosition, savePosition } from './position';
+import {
+  EventExport,
+  createOtlpMetrics,
+  otlpLogExporter,
+  otlpMetricReader,
+  otlpResource,
+} from './otlp';
+import type { OtlpMetrics } from './otlp';
+import { loadPosition, PositionKeeper } from './position';
 import type { StreamPosition } from './position';
-import { SeriesTable } from './series';
+import { FILE_CREATED, SeriesTable } from './series';
+import { MeterProvider } from '@opentelemetry/sdk-metrics';
 import { LoaderStream } from './stream';
 import { loadWebConfig } from './webconfig';
 import type { WebConfig } from './webconfig';
@@ -30,14 +39,28 @@ export class Exporter {
     private readonly telemetry: Telemetry,
     private readonly server: http.Server,
     private readonly log: Logger,
+    private readonly otlp: {
+      /** file_created_total's own provider: only OTLP reads it (/metrics renders the table). */
+      seriesProvider?: MeterProvider;
+      events?: EventExport;
+    },
+    private readonly keeper: PositionKeeper,
   ) {}
 
   /** start builds everything, starts listening and begins subscribing. */
   static async start(config: Config, log: Logger, version = ''): Promise<Exporter> {
     // Read before anything opens, so that a bad file stops the start cleanly.
     const web = config.webConfigFile === '' ? undefined : loadWebConfig(config.webConfigFile);
-    const telemetry = createTelemetry(version);
+    const otlp = config.otlp;
+    const resource = otlp === undefined ? undefined : otlpResource(version);
+    // The OTLP readers exist before the provider; their counters after it.
+    let otlpMetrics: OtlpMetrics | undefined;
+    const telemetry = createTelemetry(version, {
+      resource,
+      readers: otlp?.metrics === true ? [otlpMetricReader(otlp, () => otlpMetrics)] : [],
+    });
     const { meter } = telemetry;
+    if (otlp !== undefined) otlpMetrics = createOtlpMetrics(meter);
     const rules = config.labelRulesFile === '' ? [] : loadLabelRules(config.labelRulesFile, config);
     let cgroups: CgroupResolver | undefined;
     if (config.serviceLabel) {
@@ -64,6 +87,26 @@ export class Exporter {
     const recordWithService = (e: { path: Buffer; flags: number; cgroup_id: number }): void =>
       series.record(e.path, e.flags, Date.now(), e.cgroup_id);
     const position = readPosition(config.stateFile, log);
+    let events: EventExport | undefined;
+    const keeper = new PositionKeeper(
+      config.stateFile,
+      log,
+      () => stream.position(),
+      otlp?.events === true ? () => events === undefined || events.queued === 0 : undefined,
+      position,
+    );
+    if (otlp?.events === true && otlpMetrics !== undefined && resource !== undefined) {
+      events = new EventExport({
+        exporter: otlpLogExporter(otlp),
+        resource,
+        queueSize: otlp.eventsQueueSize,
+        batchSize: otlp.eventsBatchSize,
+        retryForMs: otlp.eventsRetryForMs,
+        metrics: otlpMetrics,
+        log,
+        onSettled: (runId, sequence) => keeper.eventsSettled(runId, sequence),
+      });
+    }
     const stream = new LoaderStream({
       position,
       target: config.loader.target,
@@ -76,33 +119,69 @@ export class Exporter {
       backoff: { initialMs: config.reconnectInitialDelayMs, maxMs: config.reconnectMaxDelayMs },
       log,
       metrics: createStreamMetrics(meter),
-      onEvents: (events) => {
+      onEvents: (batch) => {
+        const run = stream.run;
+        if (events !== undefined && run !== undefined) {
+          keeper.eventsOffered(run, batch[0].sequence);
+          events.offer(run, batch);
+        }
         const now = Date.now();
         if (cgroups === undefined) {
-          for (const e of events) series.record(e.path, e.flags, now);
+          for (const e of batch) series.record(e.path, e.flags, now);
           return;
         }
         // Events of cgroups not seen yet wait for the next walk of the tree.
-        for (const e of events) cgroups.whenKnown(e.cgroup_id, e, recordWithService);
+        for (const e of batch) cgroups.whenKnown(e.cgroup_id, e, recordWithService);
       },
     });
     registerObservables(telemetry, stream, series, cgroups);
+    if (events !== undefined) {
+      const queue = events;
+      meter
+        .createObservableGauge('filewatcher_exporter_otlp_events_queued', {
+          description:
+            'Events waiting to be exported as OTLP log records (--otlp-events-queue-size at most).',
+        })
+        .addCallback((r) => r.observe(queue.queued));
+    }
+    let seriesProvider: MeterProvider | undefined;
+    if (otlp?.metrics === true) {
+      seriesProvider = new MeterProvider({
+        resource,
+        readers: [
+          otlpMetricReader(
+            otlp,
+            () => otlpMetrics,
+            () => keeper.metricsCollected(),
+          ),
+        ],
+      });
+      seriesProvider
+        .getMeter(METER_NAME)
+        .createObservableCounter(FILE_CREATED, { description: 'Number of files created' })
+        .addCallback((r) => {
+          for (const { attributes, count } of series.counts()) r.observe(count, attributes);
+        });
+    }
 
     const server = await startHttpServer(
       config.listen,
       {
         metricsPath: config.metricsPath,
-        metrics: new MetricsHandler(
-          telemetry,
-          series,
-          log,
-          positionSaver(config.stateFile, stream, log),
-        ).handle,
+        metrics: new MetricsHandler(telemetry, series, log, () => keeper.metricsCollected()).handle,
         notReadyReason: () => (stream.ready ? undefined : `loader stream ${stream.state}`),
       },
       web,
     );
-    const exporter = new Exporter(stream, series, telemetry, server, log);
+    const exporter = new Exporter(
+      stream,
+      series,
+      telemetry,
+      server,
+      log,
+      { seriesProvider, events },
+      keeper,
+    );
     const { host, port } = exporter.address;
     log.info('ready', {
       listen: `${host.includes(':') ? `[${host}]` : host}:${port}`,
@@ -116,6 +195,12 @@ export class Exporter {
       max_series: config.maxSeries,
       series_idle_ttl: config.seriesIdleTtlMs === 0 ? 'never' : `${config.seriesIdleTtlMs}ms`,
       metrics_access: describeAccess(web),
+      ...(otlp !== undefined && {
+        otlp_endpoint: otlp.endpoint === '' ? 'OTEL_EXPORTER_OTLP_*_ENDPOINT' : otlp.endpoint,
+        otlp_protocol: otlp.protocol,
+        otlp_metrics: otlp.metrics ? `every ${otlp.metricsIntervalMs}ms` : 'off',
+        otlp_events: otlp.events,
+      }),
     });
     stream.start();
     return exporter;
@@ -126,11 +211,18 @@ export class Exporter {
     return boundAddress(this.server);
   }
 
-  /** stop unsubscribes, finishes in-flight scrapes and shuts the pipeline down. */
-  async stop(): Promise<void> {
+  /**
+   * stop unsubscribes, exports the events still queued (for at most
+   * flushTimeoutMs), finishes in-flight scrapes, pushes the metrics a last
+   * time, saves the stream position and shuts the pipeline down.
+   */
+  async stop(flushTimeoutMs = 10_000): Promise<void> {
     this.stream.stop();
+    await this.otlp.events?.shutdown(flushTimeoutMs);
     await closeHttpServer(this.server);
+    await this.otlp.seriesProvider?.shutdown();
     await this.telemetry.provider.shutdown();
+    this.keeper.flush();
     this.log.info('stopped');
   }
 }
@@ -158,33 +250,6 @@ function readPosition(path: string, log: Logger): StreamPosition | undefined {
     });
     return undefined;
   }
-}
-
-/**
- * positionSaver returns what a scrape calls as it starts: it saves the
- * stream's position when it moved (see position.ts for why at scrapes). A
- * failure is logged once until saving works again.
- */
-function positionSaver(path: string, stream: LoaderStream, log: Logger): () => void {
-  if (path === '') return () => undefined;
-  let saved = '';
-  let failing = false;
-  return () => {
-    const position = stream.position();
-    if (position === undefined) return;
-    const key = JSON.stringify(position);
-    if (key === saved) return;
-    try {
-      savePosition(path, position);
-      saved = key;
-      if (failing) log.info('saving the stream position works again', { state_file: path });
-      failing = false;
-    } catch (err) {
-      if (!failing)
-        log.warn('cannot save the stream position', { state_file: path, error: String(err) });
-      failing = true;
-    }
-  };
 }
 
 /** registerObservables exports state that is read rather than counted: gauges and the loader's status. */

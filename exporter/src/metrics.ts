@@ -1,7 +1,9 @@
 import type { Counter, Meter } from '@opentelemetry/api';
 import { PrometheusExporter } from '@opentelemetry/exporter-prometheus';
 import { resourceFromAttributes } from '@opentelemetry/resources';
+import type { Resource } from '@opentelemetry/resources';
 import { MeterProvider } from '@opentelemetry/sdk-metrics';
+import type { IMetricReader } from '@opentelemetry/sdk-metrics';
 
 /** METER_NAME is the instrumentation scope of every metric: otel_scope_name="filewatcher". */
 export const METER_NAME = 'filewatcher';
@@ -19,14 +21,19 @@ export interface Telemetry {
  * collections on /metrics, followed by file_created_total (SeriesTable, which
  * renders itself), beside /healthz and /readyz, on one port.
  */
-export function createTelemetry(version: string): Telemetry {
+export function createTelemetry(
+  version: string,
+  options: { resource?: Resource; readers?: IMetricReader[] } = {},
+): Telemetry {
   const prometheus = new PrometheusExporter({ preventServerStart: true });
   const provider = new MeterProvider({
-    resource: resourceFromAttributes({
-      'service.name': 'filewatcher-exporter',
-      'service.version': version,
-    }),
-    readers: [prometheus],
+    resource:
+      options.resource ??
+      resourceFromAttributes({
+        'service.name': 'filewatcher-exporter',
+        'service.version': version,
+      }),
+    readers: [prometheus, ...(options.readers ?? [])],
   });
   return { provider, prometheus, meter: provider.getMeter(METER_NAME) };
 }

@@ -1,19 +1,14 @@
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import type { LossCounters__Output } from './generated/filewatcher/v1/LossCounters';
+import type { Logger } from './log';
 
 /**
  * StreamPosition is where the exporter stands in the loader's stream: the
  * run it follows, the last sequence number it accounted for, and the loader's
  * loss counters as it last saw them (LossDeltas' baseline).
  *
- * The exporter saves it (--state-file) each time a scrape collects the
- * metrics, as of the start of that scrape, so that the next exporter process
- * resumes right after what Prometheus has seen: the events the loader's
- * replay buffer still holds are counted by the new process (Prometheus
- * reads its counters from zero as a reset), not skipped. What the dead
- * process counted after the last scrape was never seen and is counted again
- * by the next; an event that arrived while that scrape was being written may
- * be counted by both (at least once, never lost).
+ * The exporter saves it (--state-file) through a PositionKeeper, which says
+ * when and which position.
  */
 export interface StreamPosition {
   runId: string;
@@ -85,4 +80,122 @@ export function savePosition(path: string, position: StreamPosition): void {
     closeSync(fd);
   }
   renameSync(tmp, path);
+}
+
+/**
+ * PositionKeeper is the one place that decides which stream position is
+ * saved, and when. Each consumer of the stream has a position: the metrics
+ * (as of the start of the latest collection: a scrape of /metrics or an OTLP
+ * push) and, with --otlp-events, the event export (every event up to it
+ * exported or counted lost). The saved position is the earliest of them, so
+ * that the next exporter process resumes where the slowest consumer stood:
+ * the events the loader's replay buffer still holds are counted and exported
+ * by the new process (Prometheus reads its counters from zero as a reset),
+ * not skipped. What the dead process handled after that was never seen and
+ * is handled again (at least once, never lost).
+ *
+ * It saves when the metrics are collected, and when the event export moves,
+ * at most once per minIntervalMs, and once more at shutdown (flush).
+ */
+export class PositionKeeper {
+  private metricsAt: StreamPosition | undefined;
+  private eventsAt: { runId: string; lastSequence: number } | undefined;
+  /** Runs in the order they were first seen: a consumer in an earlier run is behind. */
+  private readonly runOrder = new Map<string, number>();
+  private saved = '';
+  private failing = false;
+  private lastSave = 0;
+
+  constructor(
+    private readonly path: string,
+    private readonly log: Logger,
+    private readonly current: () => StreamPosition | undefined,
+    /** undefined: events are not exported; else whether the export has nothing pending. */
+    private readonly eventsIdle: (() => boolean) | undefined,
+    initial: StreamPosition | undefined,
+    private readonly minIntervalMs = 1000,
+  ) {
+    if (initial !== undefined) {
+      this.seen(initial.runId);
+      this.eventsAt = { runId: initial.runId, lastSequence: initial.lastSequence };
+    }
+  }
+
+  /** metricsCollected records that a collection of the metrics starts now. */
+  metricsCollected(): void {
+    const p = this.current();
+    if (p === undefined) return;
+    this.seen(p.runId);
+    this.metricsAt = p;
+    this.save();
+  }
+
+  /**
+   * eventsOffered records the first event handed to the event export in a
+   * run it had none of yet: what came before it is not the export's concern.
+   */
+  eventsOffered(runId: string, firstSequence: number): void {
+    this.seen(runId);
+    const e = this.eventsAt;
+    if (e === undefined || this.order(runId) > this.order(e.runId))
+      this.eventsAt = { runId, lastSequence: firstSequence - 1 };
+  }
+
+  /** eventsSettled records that every event up to (runId, sequence) was exported or counted lost. */
+  eventsSettled(runId: string, sequence: number): void {
+    this.seen(runId);
+    // The tail of a run the stream has left cannot be resumed: the newer run's position stands.
+    if (this.eventsAt !== undefined && this.order(runId) < this.order(this.eventsAt.runId)) return;
+    this.eventsAt = { runId, lastSequence: sequence };
+    if (Date.now() - this.lastSave >= this.minIntervalMs) this.save();
+  }
+
+  /** flush saves what is due now (at shutdown, after the last export). */
+  flush(): void {
+    this.save();
+  }
+
+  /** target is the position to save: the earliest of the consumers' (see the class comment). */
+  target(): StreamPosition | undefined {
+    const m = this.metricsAt;
+    if (m === undefined || this.eventsIdle === undefined || this.eventsIdle()) return m;
+    const e = this.eventsAt;
+    if (e === undefined) return undefined; // nothing settled yet: keep what is saved
+    const em = this.order(e.runId);
+    const mm = this.order(m.runId);
+    if (em > mm) return m;
+    if (em < mm) return { runId: e.runId, lastSequence: e.lastSequence, loss: {} };
+    return { ...m, lastSequence: Math.min(m.lastSequence, e.lastSequence) };
+  }
+
+  private order(runId: string): number {
+    return this.runOrder.get(runId) ?? 0;
+  }
+
+  private seen(runId: string): void {
+    if (!this.runOrder.has(runId)) this.runOrder.set(runId, this.runOrder.size);
+  }
+
+  private save(): void {
+    if (this.path === '') return;
+    const position = this.target();
+    if (position === undefined) return;
+    const key = JSON.stringify(position);
+    if (key === this.saved) return;
+    this.lastSave = Date.now();
+    try {
+      savePosition(this.path, position);
+      this.saved = key;
+      if (this.failing)
+        this.log.info('saving the stream position works again', { state_file: this.path });
+      this.failing = false;
+    } catch (err) {
+      if (!this.failing)
+        this.log.warn('cannot save the stream position', {
+          state_file: this.path,
+          error: String(err),
+        });
+      this.failing = true;
+    }
+  }
 }

@@ -19,6 +19,8 @@ export const OVERFLOW_ATTRIBUTES: Attributes = Object.freeze({ 'otel.metric.over
 interface Series {
   /** `file_created_total{name="...",path="...",otel_scope_name="filewatcher"} ` */
   readonly prefix: string;
+  /** Its labels as attributes, for OTLP (collect). */
+  readonly attributes: Attributes;
   count: number;
   /** count when the series' line was last rendered into a scrape. */
   shown: number;
@@ -65,7 +67,9 @@ export interface SeriesTableOptions {
  * starts a new series from 0 (Prometheus saw it go stale: increase() and
  * rate() count from its return); before that, its events overflow. With one
  * scraper, every event is in a count that scraper saw (pinned by a
- * randomized test); a second scraper may miss a drop and see a reset.
+ * randomized test); a second scraper may miss a drop and see a reset. An
+ * OTLP push (counts) is a collection like a scrape: run both, and each may
+ * miss the last counts of a series the other saw before it was dropped.
  *
  * It renders itself rather than going through the OpenTelemetry SDK, unlike
  * the exporter's other (small) metrics: at 100k series a collection and
@@ -87,6 +91,7 @@ export class SeriesTable {
   private oldest: Series | undefined;
   private readonly overflowSeries: Series = {
     prefix: samplePrefix(OVERFLOW_ATTRIBUTES),
+    attributes: OVERFLOW_ATTRIBUTES,
     count: 0,
     shown: 0,
     lastUsed: 0,
@@ -164,22 +169,43 @@ export class SeriesTable {
    * next scrape; one dropped meanwhile is still rendered, once.
    */
   *chunks(chunkBytes = 64 * 1024): Generator<string, void, void> {
-    this.expire(this.clock());
-    // This scrape shows every dropped series gone: they may come back.
-    this.dropped.clear();
-    const held = [...this.byPrefix.values()];
     let chunk = HEADER;
-    for (const s of held) {
-      s.shown = s.count;
+    for (const s of this.collect()) {
       chunk += s.prefix + String(s.count) + '\n';
       if (chunk.length >= chunkBytes) {
         yield chunk;
         chunk = '';
       }
     }
-    const o = this.overflowSeries;
-    if (o.count > 0) chunk += o.prefix + String(o.count) + '\n';
     if (chunk !== '') yield chunk;
+  }
+
+  /**
+   * counts is a collection as OTLP pushes it: every series held and its
+   * count, the overflow series last once it has counted anything. Like a
+   * scrape, it shows the counts (series may then be dropped) and every
+   * dropped series gone.
+   */
+  counts(): { attributes: Attributes; count: number }[] {
+    return [...this.collect()].map((s) => ({ attributes: s.attributes, count: s.count }));
+  }
+
+  /**
+   * collect is what a scrape and an OTLP push share: it expires idle
+   * series, then yields the series held at that moment, marking each count
+   * seen as it goes, and the overflow series. Series admitted meanwhile wait
+   * for the next collection; one dropped meanwhile is still yielded, once.
+   */
+  private *collect(): Generator<Series, void, void> {
+    this.expire(this.clock());
+    // This collection shows every dropped series gone: they may come back.
+    this.dropped.clear();
+    const held = [...this.byPrefix.values()];
+    for (const s of held) {
+      s.shown = s.count;
+      yield s;
+    }
+    if (this.overflowSeries.count > 0) yield this.overflowSeries;
   }
 
   /**
@@ -220,11 +246,13 @@ export class SeriesTable {
     // contains "\xff" and one with the byte 0xff; "//f" and "/f"): they share
     // a series, since an exposition must not repeat one. Such aliases count
     // against the limit like series, which keeps the index bounded too.
-    const prefix = samplePrefix(this.mapper.labels(path, flags, cgroupId));
+    const attributes = this.mapper.labels(path, flags, cgroupId);
+    const prefix = samplePrefix(attributes);
     let s = this.byPrefix.get(prefix);
     if (s === undefined) {
       s = {
         prefix,
+        attributes,
         count: 0,
         shown: 0,
         lastUsed: now,

@@ -140,6 +140,11 @@ export class LoaderStream {
    * accounted for and the loader's loss counters as last seen; undefined
    * before anything of a run was accounted for.
    */
+  /** run is the loader run the stream follows (undefined until it knows one). */
+  get run(): string | undefined {
+    return this.runId;
+  }
+
   position(): StreamPosition | undefined {
     if (this.runId === undefined || !this.sequence.known) return undefined;
     return { runId: this.runId, lastSequence: this.sequence.last, loss: this.loss.snapshot() };
