@@ -31,6 +31,8 @@ E2E_ARM64_LOCKDOWN_KERNELS ?= 6.12 7.3
 # ->atomic_open, which the eBPF-only probe must wait for.
 E2E_9P_KERNELS ?= 6.1-generic
 E2E_ARM64_9P_KERNELS ?= 6.12-generic
+# Kernels (amd64) the fleet tests boot: guest → exporter → OTLP → real Collectors → file, Prometheus.
+E2E_FLEET_KERNELS ?= 6.12
 
 GO ?= go
 BIN := bin
@@ -132,12 +134,17 @@ test-unit: loader ## Go and TypeScript unit and integration tests (no VM)
 
 .PHONY: test-e2e
 test-e2e: loader exporter ## end-to-end tests on real Debian kernels in qemu (E2E_KERNELS amd64, E2E_ARM64_KERNELS arm64)
-	$(if $(strip $(E2E_KERNELS)),FILEWATCHER_E2E_ARCH=amd64 FILEWATCHER_E2E_KERNELS="$(E2E_KERNELS)" FILEWATCHER_E2E_LOCKDOWN_KERNELS="$(E2E_LOCKDOWN_KERNELS)" FILEWATCHER_E2E_9P_KERNELS="$(E2E_9P_KERNELS)" $(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e/)
-	$(if $(strip $(E2E_ARM64_KERNELS)),FILEWATCHER_E2E_ARCH=arm64 FILEWATCHER_E2E_KERNELS="$(E2E_ARM64_KERNELS)" FILEWATCHER_E2E_LOCKDOWN_KERNELS="$(E2E_ARM64_LOCKDOWN_KERNELS)" FILEWATCHER_E2E_9P_KERNELS="$(E2E_ARM64_9P_KERNELS)" $(GO) test -tags e2e -count=1 -timeout 40m -v ./test/e2e/)
+	$(if $(strip $(E2E_KERNELS)),FILEWATCHER_E2E_ARCH=amd64 FILEWATCHER_E2E_KERNELS="$(E2E_KERNELS)" FILEWATCHER_E2E_LOCKDOWN_KERNELS="$(E2E_LOCKDOWN_KERNELS)" FILEWATCHER_E2E_9P_KERNELS="$(E2E_9P_KERNELS)" $(GO) test -tags e2e -count=1 -timeout 40m -v -skip '^TestFleet$$' ./test/e2e/)
+	$(if $(strip $(E2E_ARM64_KERNELS)),FILEWATCHER_E2E_ARCH=arm64 FILEWATCHER_E2E_KERNELS="$(E2E_ARM64_KERNELS)" FILEWATCHER_E2E_LOCKDOWN_KERNELS="$(E2E_ARM64_LOCKDOWN_KERNELS)" FILEWATCHER_E2E_9P_KERNELS="$(E2E_ARM64_9P_KERNELS)" $(GO) test -tags e2e -count=1 -timeout 40m -v -skip '^TestFleet$$' ./test/e2e/)
+
+.PHONY: test-fleet
+test-fleet: loader exporter ## OTLP: guest events → exporter → real Collectors (built by make setup) → file and Prometheus remote write; outages and restarts
+	FILEWATCHER_E2E_ARCH=amd64 FILEWATCHER_E2E_KERNELS="$(E2E_FLEET_KERNELS)" FILEWATCHER_E2E_FLEET_KERNELS="$(E2E_FLEET_KERNELS)" $(GO) test -tags e2e -count=1 -timeout 20m -v -run '^TestFleet$$' ./test/e2e/
 
 .PHONY: test-deploy
-test-deploy: loader exporter ## deployment: systemd-analyze/promtool/compose checks, systemd guest + Prometheus e2e
+test-deploy: loader exporter ## deployment: systemd-analyze/promtool/compose checks, Helm chart (lint, strict schemas), systemd guest + Prometheus e2e
 	test/deploy/check.sh
+	test/deploy/helm-check.sh
 	$(GO) test -tags e2e -count=1 -timeout 20m -v ./test/deploy/
 
 .PHONY: bench
@@ -149,7 +156,7 @@ bench-smoke: loader exporter ## run every benchmark once with tiny counts: check
 	FWBENCH_LOADER=$(LOADER) bench/run.sh --smoke
 
 .PHONY: test
-test: setup lint test-unit test-e2e test-deploy bench-smoke ## run every test (installs what is missing first)
+test: setup lint test-unit test-e2e test-fleet test-deploy bench-smoke ## run every test (installs what is missing first)
 
 .PHONY: clean
 clean: ## remove build outputs (keeps the cache of kernels and chroots, outside the clone: test/vm/cache.sh)

@@ -6,6 +6,8 @@
 #   apt   system packages (compilers, qemu, busybox, prometheus, ...)
 #   go    Go modules of go.mod (go mod download)
 #   npm   the exporter's packages (npm ci, from package-lock.json)
+#   tools the OpenTelemetry Collector, Helm and kubernetes-validate, built
+#         from the Go module proxy and PyPI into the cache (below)
 #
 # Guest kernels for the VM tests are NOT installed here: test/vm/kernels.sh
 # fetches them into the project's own cache (~/.cache/filewatcher, see
@@ -33,6 +35,7 @@ apt_packages=(
 	systemd                     # systemd-analyze verify of the units
 	docker-compose              # validate docker-compose.yml (no engine needed)
 	bpftrace linux-perf         # make bench: the peer on the same tracepoint, the loader's profile
+	python3-venv                # kubernetes-validate's venv (scripts/build-helm.sh)
 	curl ca-certificates git
 )
 
@@ -83,4 +86,10 @@ if [ -f package-lock.json ]; then
 		cp package-lock.json "$stamp"
 	fi
 fi
+# Tools built from the Go module proxy and PyPI, once, into the cache outside
+# the clone (test/vm/cache.sh); warm, each is a check of one path:
+#   the OpenTelemetry Collector the fleet tests run (~10 min cold)
+#   Helm and kubernetes-validate, which check the Helm chart (~10 min cold)
+scripts/build-collector.sh >/dev/null
+scripts/build-helm.sh >/dev/null
 echo "setup: ok" >&2
