@@ -263,8 +263,6 @@ describe('stream position with OTLP events', () => {
       undefined,
       0,
     );
-    k.metricsCollected();
-    assert.equal(loadPosition(file), undefined, 'no event offered yet: nothing saved');
     k.eventsOffered('a', 31);
     k.metricsCollected();
     assert.equal(loadPosition(file)?.lastSequence, 30, 'up to the first event offered');
@@ -290,6 +288,38 @@ describe('stream position with OTLP events', () => {
     k.eventsSettled('b', 3);
     assert.equal(loadPosition(file)?.runId, 'b');
     assert.equal(loadPosition(file)?.lastSequence, 3);
+  });
+
+  it('with nothing reading the metrics, saves what the event export settled', () => {
+    const file = path.join(dir, 'k4.json');
+    const k = new PositionKeeper(
+      file,
+      new LogCapture().logger,
+      () => pos('a', 90),
+      () => false,
+      undefined,
+      0,
+    );
+    k.eventsOffered('a', 11);
+    k.eventsSettled('a', 20);
+    assert.deepEqual(loadPosition(file), { runId: 'a', lastSequence: 20, loss: {} });
+  });
+
+  it('saves a move made within the interval at its end', async () => {
+    const file = path.join(dir, 'k5.json');
+    const k = new PositionKeeper(
+      file,
+      new LogCapture().logger,
+      () => pos('a', 90),
+      () => false,
+      undefined,
+      50,
+    );
+    k.eventsOffered('a', 1);
+    k.eventsSettled('a', 10);
+    k.eventsSettled('a', 20);
+    assert.equal(loadPosition(file)?.lastSequence, 10, 'throttled');
+    await waitFor('the trailing save', () => loadPosition(file)?.lastSequence === 20);
   });
 
   it('without event export, saves the metrics position at each collection', () => {

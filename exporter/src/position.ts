@@ -94,8 +94,10 @@ export function savePosition(path: string, position: StreamPosition): void {
  * not skipped. What the dead process handled after that was never seen and
  * is handled again (at least once, never lost).
  *
- * It saves when the metrics are collected, and when the event export moves,
- * at most once per minIntervalMs, and once more at shutdown (flush).
+ * It saves when the metrics are collected, and when the event export moves
+ * (at most once per minIntervalMs: a move within it is saved at its end),
+ * and once more at shutdown (flush). When nothing collects the metrics (no
+ * scrapes, no OTLP metrics), the event export alone decides.
  */
 export class PositionKeeper {
   private metricsAt: StreamPosition | undefined;
@@ -105,6 +107,7 @@ export class PositionKeeper {
   private saved = '';
   private failing = false;
   private lastSave = 0;
+  private pending: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly path: string,
@@ -147,24 +150,37 @@ export class PositionKeeper {
     // The tail of a run the stream has left cannot be resumed: the newer run's position stands.
     if (this.eventsAt !== undefined && this.order(runId) < this.order(this.eventsAt.runId)) return;
     this.eventsAt = { runId, lastSequence: sequence };
-    if (Date.now() - this.lastSave >= this.minIntervalMs) this.save();
+    const wait = this.lastSave + this.minIntervalMs - Date.now();
+    if (wait <= 0) this.save();
+    else if (this.pending === undefined) {
+      // Saved a moment ago: save again once the interval is over.
+      this.pending = setTimeout(() => {
+        this.pending = undefined;
+        this.save();
+      }, wait);
+      this.pending.unref();
+    }
   }
 
   /** flush saves what is due now (at shutdown, after the last export). */
   flush(): void {
+    clearTimeout(this.pending);
+    this.pending = undefined;
     this.save();
   }
 
   /** target is the position to save: the earliest of the consumers' (see the class comment). */
   target(): StreamPosition | undefined {
     const m = this.metricsAt;
-    if (m === undefined || this.eventsIdle === undefined || this.eventsIdle()) return m;
-    const e = this.eventsAt;
-    if (e === undefined) return undefined; // nothing settled yet: keep what is saved
+    if (this.eventsIdle === undefined) return m;
+    // Nothing pending: every event the stream delivered is settled.
+    const e = this.eventsIdle() ? this.current() : this.eventsAt && { ...this.eventsAt, loss: {} };
+    if (e === undefined) return m;
+    if (m === undefined) return e; // nothing reads the metrics: the event export decides
     const em = this.order(e.runId);
     const mm = this.order(m.runId);
     if (em > mm) return m;
-    if (em < mm) return { runId: e.runId, lastSequence: e.lastSequence, loss: {} };
+    if (em < mm) return e;
     return { ...m, lastSequence: Math.min(m.lastSequence, e.lastSequence) };
   }
 
