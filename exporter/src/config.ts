@@ -247,7 +247,7 @@ export const OPTIONS: readonly OptionSpec[] = [
     env: 'FILEWATCHER_EXPORTER_STATE_FILE',
     default: '',
     arg: 'FILE',
-    help: "keep the stream position (loader run and sequence) here at every scrape, so that a restarted exporter counts the events the loader's replay buffer still holds instead of skipping them; empty: a restart joins the stream live",
+    help: "keep the stream position (loader run and sequence) here at every metrics collection and as the event export moves, so that a restarted exporter counts and exports the events the loader's replay buffer still holds instead of skipping them; empty: a restart joins the stream live",
   },
   {
     flag: 'otlp-endpoint',

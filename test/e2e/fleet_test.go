@@ -45,7 +45,10 @@ func TestFleet(t *testing.T) {
 			f := newFleet(t)
 			t.Run("events exactly once", func(t *testing.T) { testFleetEvents(t, g, f) })
 			t.Run("remote write", func(t *testing.T) { testFleetRemoteWrite(t, g, f) })
-			t.Run("collector down 4s", func(t *testing.T) { testFleetShortOutage(t, g, f) })
+			// Over HTTP the SDK's exporter retries within its timeout; over
+			// gRPC it does not, and the exporter's own retries deliver.
+			t.Run("collector down 4s/http", func(t *testing.T) { testFleetShortOutage(t, g, f, "http/protobuf", f.nodeURL) })
+			t.Run("collector down 4s/grpc", func(t *testing.T) { testFleetShortOutage(t, g, f, "grpc", f.nodeGRPC) })
 			t.Run("collector down past the retry budget", func(t *testing.T) { testFleetLongOutage(t, g, f) })
 			t.Run("collector restart with file_storage", func(t *testing.T) { testFleetCollectorRestart(t, g, f) })
 			t.Run("exporter restart from its state file", func(t *testing.T) { testFleetExporterRestart(t, g, f) })
@@ -60,6 +63,7 @@ type fleet struct {
 	gateway    *collector
 	node       *collector
 	nodeURL    string // what --otlp-endpoint names
+	nodeGRPC   string // the same for --otlp-protocol grpc
 	logs       string // the gateway's file exporter output
 }
 
@@ -69,7 +73,7 @@ func newFleet(t *testing.T) *fleet {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fleet{dir: t.TempDir(), nodeURL: fmt.Sprintf("http://127.0.0.1:%d", ports[0])}
+	f := &fleet{dir: t.TempDir(), nodeURL: fmt.Sprintf("http://127.0.0.1:%d", ports[0]), nodeGRPC: fmt.Sprintf("http://127.0.0.1:%d", ports[2])}
 	f.logs = filepath.Join(f.dir, "gateway-logs.jsonl")
 	f.prometheus = startRemoteWritePrometheus(t, f.dir, ports[3])
 	f.gateway = startCollector(t, bin, f.dir, "gateway", fmt.Sprintf(gatewayConfig, ports[1], f.logs, ports[3]), ports[1])
@@ -584,9 +588,10 @@ func exactlyOnce(t *testing.T, got map[string]int, dir, prefix string, n int) {
 
 // testFleetShortOutage stops the node Collector for 4 s while files are
 // created: the exporter retries, and every event arrives exactly once.
-func testFleetShortOutage(t *testing.T, g *guest, f *fleet) {
-	exp := startExporter(t, g.addr, "--otlp-endpoint", f.nodeURL, "--otlp-events", "true", "--otlp-metrics", "false")
-	dir, n := "/tmp/fleet-short", 300
+func testFleetShortOutage(t *testing.T, g *guest, f *fleet, protocol, endpoint string) {
+	exp := startExporter(t, g.addr, "--otlp-endpoint", endpoint, "--otlp-protocol", protocol,
+		"--otlp-events", "true", "--otlp-metrics", "false")
+	dir, n := "/tmp/fleet-short-"+strings.ReplaceAll(protocol, "/", "-"), 300
 	f.node.stop(t)
 	down := time.Now()
 	storm(t, g, dir, n, "s")
