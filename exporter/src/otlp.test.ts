@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
@@ -14,7 +16,8 @@ import { EventExport, eventAttributes, failureReason } from './otlp';
 import type { OtlpMetrics } from './otlp';
 import { loadPosition, PositionKeeper } from './position';
 import type { StreamPosition } from './position';
-import { LogCapture, waitFor } from './testing/helpers';
+import { LogCapture, sample, scrape, startExporter, waitFor } from './testing/helpers';
+import { LoaderDouble } from './testing/loader-double';
 
 /** CountingCounter is a Counter that sums what it is given, by its attributes. */
 class CountingCounter implements Counter {
@@ -382,6 +385,112 @@ describe('OTLP configuration', () => {
       const p = parse([...argv]);
       assert.ok('exit' in p && p.exit.code === 2, String(argv));
       assert.match(p.exit.text, why);
+    }
+  });
+});
+
+describe('OTLP over HTTP, from a running exporter', () => {
+  /** A bare OTLP/HTTP endpoint: records each request's path, headers and body size; down answers 503. */
+  class Endpoint {
+    readonly requests: Array<{ path: string; headers: http.IncomingHttpHeaders; bytes: number }> =
+      [];
+    down = false;
+    private readonly server = http.createServer((req, res) => {
+      let bytes = 0;
+      req.on('data', (c: Buffer) => (bytes += c.length));
+      req.on('end', () => {
+        if (this.down) {
+          res.writeHead(503).end();
+          return;
+        }
+        this.requests.push({ path: req.url ?? '', headers: req.headers, bytes });
+        res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
+      });
+    });
+    async listen(): Promise<string> {
+      await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+      return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    }
+    close(): void {
+      this.server.close();
+    }
+    paths(): string[] {
+      return this.requests.map((r) => r.path);
+    }
+  }
+
+  it('sends to /v1/logs and /v1/metrics under --otlp-endpoint, with OTEL_EXPORTER_OTLP_HEADERS', async () => {
+    const endpoint = new Endpoint();
+    const base = await endpoint.listen();
+    const loader = new LoaderDouble();
+    const target = await loader.listen();
+    process.env.OTEL_EXPORTER_OTLP_HEADERS = 'authorization=Bearer fleet-token';
+    try {
+      const { exporter } = await startExporter(
+        target,
+        '--otlp-endpoint',
+        `${base}/prefix/`,
+        '--otlp-events',
+        'true',
+        '--otlp-metrics-interval',
+        '200',
+      );
+      const sub = await loader.subscriber(1);
+      sub.send({
+        run_id: 'run-1',
+        events: [1, 2, 3].map((s) => ({ sequence: s, path: Buffer.from(`/d/f${s}`) })),
+      });
+      await waitFor('logs and metrics pushed', () => {
+        const p = endpoint.paths();
+        return p.includes('/prefix/v1/logs') && p.includes('/prefix/v1/metrics');
+      });
+      for (const r of endpoint.requests) {
+        assert.equal(r.headers.authorization, 'Bearer fleet-token', r.path);
+        assert.equal(r.headers['content-type'], 'application/x-protobuf', r.path);
+        assert.ok(r.bytes > 0, r.path);
+      }
+      await exporter.stop();
+    } finally {
+      delete process.env.OTEL_EXPORTER_OTLP_HEADERS;
+      loader.close();
+      endpoint.close();
+    }
+  });
+
+  it('at stop, exports what is queued before exiting', async () => {
+    const endpoint = new Endpoint();
+    const base = await endpoint.listen();
+    const loader = new LoaderDouble();
+    const target = await loader.listen();
+    const { exporter, url } = await startExporter(
+      target,
+      '--otlp-endpoint',
+      base,
+      '--otlp-events',
+      'true',
+      '--otlp-metrics',
+      'false',
+    );
+    try {
+      const sub = await loader.subscriber(1);
+      endpoint.down = true;
+      sub.send({
+        run_id: 'run-1',
+        events: [1, 2, 3, 4].map((s) => ({ sequence: s, path: Buffer.from(`/d/g${s}`) })),
+      });
+      await waitFor('queued while the endpoint is down', async () => {
+        const text = await scrape(url);
+        return (
+          sample(text, 'filewatcher_exporter_otlp_events_queued{otel_scope_name="filewatcher"}') ===
+          4
+        );
+      });
+      endpoint.down = false;
+      await exporter.stop();
+      assert.deepEqual(endpoint.paths(), ['/v1/logs'], 'the queue went out at stop, once');
+    } finally {
+      loader.close();
+      endpoint.close();
     }
   });
 });
