@@ -292,6 +292,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     help: 'events waiting for export at most; one that finds the queue full is counted in filewatcher_exporter_otlp_events_dropped_total{reason="queue_full"}',
   },
   {
+    flag: 'otlp-events-queue-bytes',
+    env: 'FILEWATCHER_EXPORTER_OTLP_EVENTS_QUEUE_BYTES',
+    default: '67108864',
+    arg: 'BYTES',
+    help: 'memory the queued events may hold at most (each counted as 2 x (path + comm) + 256 bytes, as the loader counts); past it events are counted as queue_full too',
+  },
+  {
     flag: 'otlp-events-batch-size',
     env: 'FILEWATCHER_EXPORTER_OTLP_EVENTS_BATCH_SIZE',
     default: '1024',
@@ -428,6 +435,7 @@ function otlpConfig(
     metricsIntervalMs: get('otlp-metrics-interval').integer(100, 86_400_000),
     events,
     eventsQueueSize: get('otlp-events-queue-size').integer(1, 10_000_000),
+    eventsQueueBytes: get('otlp-events-queue-bytes').integer(65_536, 68_719_476_736),
     eventsBatchSize: get('otlp-events-batch-size').integer(1, 65_536),
     eventsRetryForMs: get('otlp-events-retry-for').duration(0, 86_400_000),
   };

@@ -100,6 +100,7 @@ export class Exporter {
         exporter: otlpLogExporter(otlp),
         resource,
         queueSize: otlp.eventsQueueSize,
+        queueBytes: otlp.eventsQueueBytes,
         batchSize: otlp.eventsBatchSize,
         retryForMs: otlp.eventsRetryForMs,
         metrics: otlpMetrics,

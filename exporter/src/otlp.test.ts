@@ -12,7 +12,7 @@ import { resourceFromAttributes } from '@opentelemetry/resources';
 import type { LogRecordExporter, ReadableLogRecord } from '@opentelemetry/sdk-logs';
 import { parseConfig } from './config';
 import type { FileCreatedEvent__Output } from './generated/filewatcher/v1/FileCreatedEvent';
-import { EventExport, eventAttributes, failureReason } from './otlp';
+import { EventExport, eventAttributes, eventCost, failureReason } from './otlp';
 import type { OtlpMetrics } from './otlp';
 import { loadPosition, PositionKeeper } from './position';
 import type { StreamPosition } from './position';
@@ -102,6 +102,7 @@ function exportOf(
     exporter,
     resource: resourceFromAttributes({ 'host.name': 'h' }),
     queueSize: 100,
+    queueBytes: 1 << 20,
     batchSize: 10,
     retryForMs: 1_000,
     retryDelayMs: 5,
@@ -150,6 +151,26 @@ describe('OTLP event export', () => {
       30,
       'every event counted once',
     );
+  });
+
+  it('bounds the queue in bytes too, and frees them as batches settle', async () => {
+    const fake = new FakeLogExporter();
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const inner = fake.export.bind(fake);
+    fake.export = (records, done) => void gate.then(() => inner(records, done));
+    const long = (s: number) => event(s, '/' + 'x'.repeat(1000) + String(s).padStart(3, '0'));
+    const cost = eventCost(long(1));
+    const { ex, m } = exportOf(fake, { queueSize: 1000, queueBytes: 5 * cost });
+    ex.offer('r', [1, 2, 3, 4, 5, 6, 7].map(long));
+    assert.equal(ex.queued, 5);
+    assert.equal(m.eventsDropped.get({ reason: 'queue_full' }), 2);
+    release();
+    await waitFor('drained', () => ex.queued === 0);
+    ex.offer('r', [8, 9, 10, 11, 12].map(long));
+    assert.equal(ex.queued, 5, 'the bytes of exported events were given back');
+    await waitFor('drained again', () => ex.queued === 0);
+    assert.equal(m.eventsExported.total(), 10);
   });
 
   it('retries a failed batch through a short outage, then delivers it', async () => {

@@ -38,6 +38,7 @@ export interface OtlpConfig {
   /** Whether every event is exported as a log record. */
   events: boolean;
   eventsQueueSize: number;
+  eventsQueueBytes: number;
   eventsBatchSize: number;
   /** How long a batch of log records is retried, from its first attempt, before it is counted lost. */
   eventsRetryForMs: number;
@@ -97,7 +98,7 @@ export function createOtlpMetrics(meter: Meter): OtlpMetrics {
     }),
     eventsDropped: meter.createCounter('filewatcher_exporter_otlp_events_dropped_total', {
       description:
-        'Events that will never be exported as log records, by reason: queue_full (--otlp-events-queue-size was full), export_failed (retried for --otlp-events-retry-for, or refused as malformed), shutdown (still queued when the exporter stopped and its flush ran out of time).',
+        'Events that will never be exported as log records, by reason: queue_full (--otlp-events-queue-size or --otlp-events-queue-bytes was reached), export_failed (retried for --otlp-events-retry-for, or refused as malformed), shutdown (still queued when the exporter stopped and its flush ran out of time).',
     }),
   };
 }
@@ -181,6 +182,8 @@ export interface EventExportOptions {
   exporter: LogRecordExporter;
   resource: Resource;
   queueSize: number;
+  /** What queued events may hold in memory, counted as eventCost each. */
+  queueBytes: number;
   batchSize: number;
   retryForMs: number;
   metrics: OtlpMetrics;
@@ -212,6 +215,8 @@ export class EventExport {
   private timer: NodeJS.Timeout | undefined;
   private stopping = false;
   private abandoned = false;
+  /** The queue's size as eventCost counts it. */
+  private bytes = 0;
   private readonly scope = { name: METER_NAME };
   private readonly retryDelayMs: number;
 
@@ -231,8 +236,13 @@ export class EventExport {
       return;
     }
     const room = Math.max(0, this.options.queueSize - this.queued);
-    const taken = Math.min(room, events.length);
-    for (let i = 0; i < taken; i++) this.queue.push({ runId, event: events[i] });
+    let taken = 0;
+    for (; taken < Math.min(room, events.length); taken++) {
+      const cost = eventCost(events[taken]);
+      if (this.bytes + cost > this.options.queueBytes) break;
+      this.bytes += cost;
+      this.queue.push({ runId, event: events[taken] });
+    }
     if (taken < events.length) {
       this.options.metrics.eventsDropped.add(events.length - taken, { reason: 'queue_full' });
     }
@@ -276,6 +286,7 @@ export class EventExport {
       const last = this.queue[this.queue.length - 1];
       this.queue.length = 0;
       this.head = 0;
+      this.bytes = 0;
       this.options.onSettled?.(last.runId, last.event.sequence);
     }
     await this.options.exporter.shutdown();
@@ -329,6 +340,7 @@ export class EventExport {
       delay = Math.min(delay * 2, 5_000);
     }
     this.head = end;
+    for (const s of batch) this.bytes -= eventCost(s.event);
     if (this.head > 4096 && this.head * 2 > this.queue.length) {
       this.queue.splice(0, this.head);
       this.head = 0;
@@ -352,6 +364,15 @@ export class EventExport {
       droppedAttributesCount: 0,
     };
   }
+}
+
+/**
+ * eventCost is what a queued event counts against --otlp-events-queue-bytes:
+ * its path and comm, twice (the bytes, and the strings a log record makes of
+ * them), and 256 bytes of the rest, as the loader counts its queues.
+ */
+export function eventCost(e: FileCreatedEvent__Output): number {
+  return 2 * (e.path.length + e.comm.length) + 256;
 }
 
 /**
