@@ -220,6 +220,18 @@ describe('OTLP event export', () => {
     ex.offer('r', events(56, 57));
     assert.equal(m.eventsDropped.get({ reason: 'shutdown' }), 2, 'offered after shutdown');
 
+    // A batch waiting for its next attempt is tried at once, not at the deadline.
+    const flaky = new FakeLogExporter();
+    flaky.fail = (attempt) =>
+      attempt === 1 ? Object.assign(new Error('down'), { code: 'ECONNREFUSED' }) : undefined;
+    const w = exportOf(flaky, { queueSize: 1000, retryDelayMs: 60_000, retryForMs: 120_000 });
+    w.ex.offer('r', events(1, 5));
+    await waitFor('first attempt failed', () => flaky.attempts === 1);
+    const t0 = Date.now();
+    await w.ex.shutdown(30_000);
+    assert.ok(Date.now() - t0 < 5_000, 'did not wait for the retry delay or the deadline');
+    assert.equal(w.m.eventsExported.total(), 5, 'retried at shutdown');
+
     const stuck = new FakeLogExporter();
     stuck.export = () => undefined; // an endpoint that never answers
     const s = exportOf(stuck, { queueSize: 1000, retryForMs: 60_000 });

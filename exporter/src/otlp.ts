@@ -213,6 +213,8 @@ export class EventExport {
   private head = 0;
   private inFlight: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
+  /** Ends the wait for the next attempt at once (shutdown). */
+  private retryNow: (() => void) | undefined;
   private stopping = false;
   private abandoned = false;
   /** The queue's size as eventCost counts it. */
@@ -256,11 +258,8 @@ export class EventExport {
   async shutdown(timeoutMs: number): Promise<void> {
     this.stopping = true;
     const deadline = Date.now() + timeoutMs;
-    if (this.timer !== undefined) {
-      // A retry was waiting: try now, the deadline bounds it.
-      clearTimeout(this.timer);
-      this.timer = undefined;
-    }
+    // A retry was waiting: try now, once (stopping, a failure is final).
+    this.retryNow?.();
     while (this.queued > 0 && Date.now() < deadline) {
       this.kick();
       if (this.inFlight === undefined) break;
@@ -270,10 +269,6 @@ export class EventExport {
         new Promise<void>((resolve) => (wake = setTimeout(resolve, deadline - Date.now()))),
       ]);
       clearTimeout(wake);
-      if (this.timer !== undefined) {
-        clearTimeout(this.timer);
-        this.timer = undefined;
-      }
     }
     const left = this.queued;
     if (left > 0) {
@@ -332,10 +327,14 @@ export class EventExport {
         break;
       }
       await new Promise<void>((resolve) => {
-        this.timer = setTimeout(() => {
+        const fire = (): void => {
+          clearTimeout(this.timer);
           this.timer = undefined;
+          this.retryNow = undefined;
           resolve();
-        }, delay);
+        };
+        this.timer = setTimeout(fire, delay);
+        this.retryNow = fire;
       });
       delay = Math.min(delay * 2, 5_000);
     }
