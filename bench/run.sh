@@ -4,11 +4,12 @@
 #   bench/run.sh                 every measurement, ~15-20 min; writes BENCHMARKS.md
 #   bench/run.sh --smoke         each piece once with tiny counts, < ~1.5 min; checks the
 #                                machinery (numbers sane, reconciliation exact), never timing
-#   bench/run.sh --only userspace,exporter,kernel   a subset (the report has only those)
+#   bench/run.sh --only userspace,exporter,otlp,kernel   a subset (the report has only those)
 #   bench/run.sh --kernel 6.12   guest kernel of the kernel path (default 6.1)
 #
 # Needs: go, node + npm (the exporter built from exporter/src), gcc with a
-# static libc (libc6-dev), qemu-system-x86 and what test/vm/vm.sh needs;
+# static libc (libc6-dev), qemu-system-x86 and what test/vm/vm.sh needs, the
+# OpenTelemetry Collector of scripts/build-collector.sh (make setup builds it);
 # optional: perf (linux-perf) for the loader profile, bpftrace for the peer.
 # Logs, profiles and results.json go to .cache/bench/ (.cache/bench-smoke/).
 # FWBENCH_LOADER=/path/to/filewatcher-loader uses that (static) binary instead

@@ -88,6 +88,9 @@ func renderReport(r *Results, cfg config) string {
 		renderKernel(&w, r.Kernel, cfg)
 		renderPeer(&w, r.Kernel, cfg)
 	}
+	if r.OTLP != nil {
+		renderOTLP(&w, r.OTLP, cfg)
+	}
 	if r.Userspace != nil && r.Userspace.Profile != nil {
 		renderProfile(&w, r.Userspace.Profile)
 	}
@@ -123,6 +126,9 @@ func renderMachine(w *md, m Machine) {
 }
 
 func renderTargets(w *md, r *Results) {
+	if r.Userspace == nil && r.Exporter == nil && r.Kernel == nil {
+		return
+	}
 	w.p("## Targets (issue 6)")
 	w.p("")
 	w.header("target", "measured", "")
@@ -664,4 +670,133 @@ func probeVerdict(bd *Breakdown) string {
 		"tracepoint, and the BPF program copying the path again into the ring record; the eBPF-only probe writes "+
 		"`bpf_d_path()` straight into the record. These are TCG ratios: they rank the two, they are not hardware numbers.",
 		cheaper(bd.BPFvsModule.Median()), cheaper(bd.BPFvsModuleOpen.Median()))
+}
+
+func renderOTLP(w *md, o *OTLPBench, cfg config) {
+	w.p("## 5. OTLP: events as log records to a real Collector")
+	w.p("")
+	version := o.Version
+	if version == "" {
+		version = "otelcol-filewatcher"
+	}
+	w.p("**How.** A real OpenTelemetry Collector (`%s`, built by `scripts/build-collector.sh` from "+
+		"`test/fleet/collector/manifest.yaml`) runs on 127.0.0.1: OTLP/HTTP receiver → `batch` processor → `debug` exporter "+
+		"(`verbosity: basic`: one log line per batch, so the Collector decodes and batches every record but writes almost nothing), "+
+		"its own telemetry off. Each step starts a fresh synthetic loader at R events/s (100 × 1,000 paths, as §1) and a fresh "+
+		"exporter with `--otlp-endpoint http://127.0.0.1:PORT --otlp-events true --otlp-metrics false --otlp-events-queue-size %d` "+
+		"(http/protobuf, batches of %s records, one export in flight), waits %v, then measures a window of %v: the differences of the "+
+		"exporter's counters (`/metrics` scraped at both ends: events received, exported, dropped for any reason), the export queue at "+
+		"the end, what the loader dropped for the exporter (`GetStatus.subscribers`), the log records the Collector's debug exporter "+
+		"logged, and the CPU time (`utime+stime`) of the exporter and of the Collector. A rate **holds with zero loss** when nothing "+
+		"was dropped anywhere, the loader made ≥ 97%% of R and the exporter received ≥ 97%% of it, it exported ≥ 97%% of what it received, "+
+		"the queue ended below half its size, and the Collector logged at least what the exporter counted exported. Rates go up "+
+		"until one fails.",
+		version, o.QueueSize, thousands(float64(o.BatchSize)), cfg.warmup, cfg.window)
+	w.p("")
+	w.header("target rate", "made /s", "received", "exported", "dropped: OTLP / loader", "queue at end", "exporter µs per exported event",
+		"Collector µs per event", "exporter RSS", "")
+	for _, r := range o.Steps {
+		verdict := "holds"
+		if !r.Pass {
+			verdict = "fails: " + r.Why
+		}
+		w.row(thousands(float64(r.Target)), thousands(r.Rate()), thousands(r.Received), thousands(r.Exported),
+			fmt.Sprintf("%.0f / %d", r.Dropped, r.LoaderDropped), fmt.Sprintf("%s / %s", thousands(r.QueueEnd), thousands(float64(r.QueueSize))),
+			f2(r.ExporterUS()), f2(r.CollectorUS()), fmt.Sprintf("%.0f MB", float64(r.ExporterRSS)/1e6), verdict)
+	}
+	w.p("")
+	switch {
+	case o.AllHeld:
+		w.p("**Highest rate with zero loss: ≥ %s events/s** (every rate tried held: the limit is higher).", thousands(float64(o.MaxZeroLoss)))
+	case o.MaxZeroLoss > 0:
+		w.p("**Highest rate with zero loss: %s events/s** (one window each; the next step failed).", thousands(float64(o.MaxZeroLoss)))
+	default:
+		w.p("**No rate held with zero loss** (see the table).")
+	}
+	w.p("")
+	if len(o.With) > 0 {
+		with, without, col := Sample{}, Sample{}, Sample{}
+		for _, r := range o.With {
+			with = append(with, r.ExporterUS())
+			col = append(col, r.CollectorUS())
+		}
+		for _, r := range o.Without {
+			without = append(without, r.ExporterUS())
+		}
+		note := ""
+		if o.RefNote != "" {
+			note = " (" + o.RefNote + ")"
+		}
+		pass := 0
+		for _, r := range o.With {
+			if r.Pass {
+				pass++
+			}
+		}
+		w.p("**Cost of the event export at %s events/s**%s: %s in this run, each a run with `--otlp-events` and one "+
+			"without any OTLP flag (same loader setup), in the order A B B A …; the ratio is taken pair by pair. "+
+			"%d of the %d runs with events held with zero loss.", thousands(float64(o.RefRate)), note, plural(len(o.With), "pair"), pass, len(o.With))
+		w.p("")
+		w.header("", "CPU µs per event")
+		w.row("exporter without OTLP (per event received)", without.Format("%.2f"))
+		w.row("exporter with `--otlp-events` (per event exported)", with.Format("%.2f"))
+		w.row("**exporter with ÷ without**", o.Ratios().Format("%.2f×"))
+		w.row("Collector (per event exported to it)", col.Format("%.2f"))
+		w.p("")
+	}
+	if len(o.Fleets) > 0 {
+		var sizes []string
+		for _, f := range o.Fleets {
+			sizes = append(sizes, fmt.Sprintf("%d × %s", f.Hosts, thousands(float64(f.RatePerHost))))
+		}
+		w.p("**A small fleet on this machine:** K synthetic loaders at R events/s each (K × R = %s), each with its exporter "+
+			"(`--otlp-events true --otlp-metrics false`), all pushing to one fresh Collector; after %v of warm-up, a window of %v. "+
+			"Nothing may be dropped, by any exporter or loader. The Collector's CPU over the window ÷ the events exported in it "+
+			"is its cost per event; 1 s ÷ that cost is what one Collector core ingests, and that ÷ a host's creations/s is how many "+
+			"hosts it serves. The cost per event depends on how many records each request carries: an exporter sends what has "+
+			"arrived as soon as its previous export is done (up to %s records), so hosts with few events send small requests "+
+			"(about one per message from the loader, which sends one every 20 ms when events are waiting), and the run whose R is "+
+			"nearest a column's rate is the one to read there.",
+			strings.Join(sizes, ", "), cfg.warmup, cfg.fleetWindow, thousands(float64(o.BatchSize)))
+		w.p("")
+		w.header("hosts × rate", "received", "exported", "dropped: OTLP / loader", "Collector logged (window + 1 s)", "Collector CPU",
+			"Collector µs per event", "events/s per Collector core", "Collector RSS (peak)",
+			"hosts per core at 100 / 1,000 / 10,000 creations/s", "")
+		for _, f := range o.Fleets {
+			verdict := "nothing dropped"
+			if !f.OK {
+				verdict = "**" + f.Why + "**"
+			}
+			var hosts []string
+			for _, perHost := range []float64{100, 1000, 10000} {
+				hosts = append(hosts, hostsText(f.PerCore()/perHost))
+			}
+			w.row(fmt.Sprintf("%d × %s/s", f.Hosts, thousands(float64(f.RatePerHost))), thousands(f.Received), thousands(f.Exported),
+				fmt.Sprintf("%.0f / %d", f.Dropped, f.LoaderDrop), thousands(f.CollectorGot),
+				fmt.Sprintf("%.2f s in %.1f s", f.CollectorCPU.Seconds(), f.Window.Seconds()), f2(f.CollectorUS()),
+				thousands(f.PerCore()), fmt.Sprintf("%.0f MB (%.0f MB)", float64(f.CollectorRSS)/1e6, float64(f.CollectorHWM)/1e6),
+				strings.Join(hosts, " / "), verdict)
+		}
+		w.p("")
+	}
+	w.p("*Caveat.* Loaders, exporters and the Collector share this machine's 2 noisy cores: the Collector's CPU per event " +
+		"is what it used here beside them, the per-core figures extrapolate it linearly, and the debug exporter stands in for a " +
+		"real backend (an `otlp_http`, `file` or remote-write exporter adds its own cost per record). Ratios within one run are " +
+		"the firmer numbers; every window is one run, so a stall of the machine can fail a step that would otherwise hold.")
+	w.p("")
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+// hostsText is a count of hosts: whole above 10, one decimal below.
+func hostsText(v float64) string {
+	if v >= 10 {
+		return thousands(v)
+	}
+	return fmt.Sprintf("%.1f", v)
 }

@@ -1,15 +1,29 @@
 package main
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
 
-// smokeChecks is the number of checks checkSmoke makes.
-const smokeChecks = 13
+// smokeChecks is the number of checks checkSmoke makes when every section ran.
+const smokeChecks = 17
 
-// checkSmoke checks that every piece measured something sane. It never
-// checks timing: the smoke runs on shared, noisy machines.
-func checkSmoke(r *Results, cfg config) []string {
-	var bad []string
+// checkSmoke checks that every piece measured something sane, and returns
+// how many checks it made (those of the sections that ran: --only) and the
+// ones that failed. It never checks timing: the smoke runs on shared, noisy
+// machines.
+func checkSmoke(r *Results, cfg config) (made int, bad []string) {
+	ran := func(section string) bool { return r.Sections == nil || slices.Contains(r.Sections, section) }
 	check := func(ok bool, format string, args ...any) {
+		section, _, _ := strings.Cut(format, ":")
+		if section == "peer" {
+			section = "kernel"
+		}
+		if !ran(section) {
+			return
+		}
+		made++
 		if !ok {
 			bad = append(bad, fmt.Sprintf(format, args...))
 		}
@@ -56,5 +70,28 @@ func checkSmoke(r *Results, cfg config) []string {
 	check(peers, "peer: bpftrace runs missing")
 	check(peers && k.Peers[1].Seen == k.Peers[1].Storm.OK && k.Peers[2].Seen+k.Peers[2].Lost >= k.Peers[2].Storm.OK,
 		"peer: bpftrace did not see every event")
-	return bad
+	o := r.OTLP
+	check(o != nil && len(o.Steps) > 0 && o.Steps[0].Exported > 0 && o.Steps[0].CollectorGot >= o.Steps[0].Exported,
+		"otlp: no events exported as log records (or the Collector logged fewer than the exporter counted)")
+	drops := o != nil && len(o.Steps) > 0
+	if drops {
+		for _, run := range slices.Concat(o.Steps, o.With, o.Without) {
+			drops = drops && run.Dropped == 0 && run.LoaderDropped == 0
+		}
+	}
+	check(drops, "otlp: events dropped (OTLP export or loader) at the smoke's rate")
+	check(o != nil && len(o.With) > 0 && len(o.Without) > 0 && o.With[0].ExportCPU > 0 && o.Without[0].ExportCPU > 0 &&
+		o.With[0].CollectorCPU > 0 && o.Ratios().Median() > 0,
+		"otlp: no CPU measured (exporter with and without events, Collector)")
+	fleet := o != nil && len(o.Fleets) == len(cfg.fleets)
+	for i := 0; fleet && i < len(o.Fleets); i++ {
+		f := o.Fleets[i]
+		fleet = len(f.Members) == cfg.fleets[i][0] && f.CollectorCPU > 0 && f.Dropped == 0 && f.LoaderDrop == 0 &&
+			f.CollectorGot >= f.Exported && f.CollectorRSS > 0
+		for _, m := range f.Members {
+			fleet = fleet && m.Exported > 0
+		}
+	}
+	check(fleet, "otlp: the fleet did not run (every host exporting, nothing dropped, Collector CPU and RSS measured)")
+	return made, bad
 }
