@@ -306,6 +306,13 @@ export const OPTIONS: readonly OptionSpec[] = [
     help: 'log records per OTLP export (one export in flight)',
   },
   {
+    flag: 'otlp-events-batch-delay',
+    env: 'FILEWATCHER_EXPORTER_OTLP_EVENTS_BATCH_DELAY',
+    default: '200ms',
+    arg: 'DURATION',
+    help: 'how long a partial batch of log records waits for more before it is sent (a full one goes at once); 0: send at once',
+  },
+  {
     flag: 'otlp-events-retry-for',
     env: 'FILEWATCHER_EXPORTER_OTLP_EVENTS_RETRY_FOR',
     default: '60s',
@@ -437,6 +444,7 @@ function otlpConfig(
     eventsQueueSize: get('otlp-events-queue-size').integer(1, 10_000_000),
     eventsQueueBytes: get('otlp-events-queue-bytes').integer(65_536, 68_719_476_736),
     eventsBatchSize: get('otlp-events-batch-size').integer(1, 65_536),
+    eventsBatchDelayMs: get('otlp-events-batch-delay').duration(0, 60_000),
     eventsRetryForMs: get('otlp-events-retry-for').duration(0, 86_400_000),
   };
   if (events && endpoint === '' && !signalEndpoint('LOGS'))

@@ -102,6 +102,7 @@ export class Exporter {
         queueSize: otlp.eventsQueueSize,
         queueBytes: otlp.eventsQueueBytes,
         batchSize: otlp.eventsBatchSize,
+        batchDelayMs: otlp.eventsBatchDelayMs,
         retryForMs: otlp.eventsRetryForMs,
         metrics: otlpMetrics,
         log,

@@ -134,6 +134,20 @@ describe('OTLP event export', () => {
     assert.equal(m.eventsDropped.total(), 0);
   });
 
+  it('holds a partial batch for batchDelayMs, sends a full one at once', async () => {
+    const fake = new FakeLogExporter();
+    const { ex } = exportOf(fake, { batchDelayMs: 300 });
+    ex.offer('r', events(1, 3));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    ex.offer('r', events(4, 6));
+    assert.equal(fake.attempts, 0, 'partial: waiting for more');
+    await waitFor('sent after the delay', () => fake.received.length === 1);
+    assert.deepEqual(fake.sequences(), [1, 2, 3, 4, 5, 6], 'one request');
+    ex.offer('r', events(7, 16));
+    await waitFor('full: sent at once', () => fake.received.length === 2, 150);
+    assert.equal(fake.received[1].length, 10);
+  });
+
   it('counts what does not fit in the queue as queue_full, never waits', async () => {
     const fake = new FakeLogExporter();
     const { ex, m } = exportOf(fake, { queueSize: 20 });

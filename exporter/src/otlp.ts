@@ -40,6 +40,7 @@ export interface OtlpConfig {
   eventsQueueSize: number;
   eventsQueueBytes: number;
   eventsBatchSize: number;
+  eventsBatchDelayMs: number;
   /** How long a batch of log records is retried, from its first attempt, before it is counted lost. */
   eventsRetryForMs: number;
 }
@@ -185,6 +186,8 @@ export interface EventExportOptions {
   /** What queued events may hold in memory, counted as eventCost each. */
   queueBytes: number;
   batchSize: number;
+  /** How long a partial batch waits for more events. @default 0 */
+  batchDelayMs?: number;
   retryForMs: number;
   metrics: OtlpMetrics;
   log: Logger;
@@ -221,9 +224,12 @@ export class EventExport {
   private bytes = 0;
   private readonly scope = { name: METER_NAME };
   private readonly retryDelayMs: number;
+  private readonly batchDelayMs: number;
+  private linger: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: EventExportOptions) {
     this.retryDelayMs = options.retryDelayMs ?? 500;
+    this.batchDelayMs = options.batchDelayMs ?? 0;
   }
 
   /** queued is how many events wait to be exported (the batch in flight included). */
@@ -290,6 +296,22 @@ export class EventExport {
   /** kick starts the next export unless one is in flight or waiting to be retried. */
   private kick(): void {
     if (this.inFlight !== undefined || this.timer !== undefined || this.queued === 0) return;
+    // A batch goes when full; a partial one waits batchDelayMs for more
+    // (fewer, larger requests: cheaper here and at the Collector).
+    if (this.queued < this.options.batchSize && !this.stopping && this.batchDelayMs > 0) {
+      this.linger ??= setTimeout(() => {
+        this.linger = undefined;
+        this.start();
+      }, this.batchDelayMs);
+      return;
+    }
+    this.start();
+  }
+
+  private start(): void {
+    clearTimeout(this.linger);
+    this.linger = undefined;
+    if (this.inFlight !== undefined || this.queued === 0) return;
     this.inFlight = this.run().finally(() => {
       this.inFlight = undefined;
       this.kick();
