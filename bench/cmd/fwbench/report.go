@@ -753,10 +753,9 @@ func renderOTLP(w *md, o *OTLPBench, cfg config) {
 			"(`--otlp-events true --otlp-metrics false`), all pushing to one fresh Collector; after %v of warm-up, a window of %v. "+
 			"Nothing may be dropped, by any exporter or loader. The Collector's CPU over the window ÷ the events exported in it "+
 			"is its cost per event; 1 s ÷ that cost is what one Collector core ingests, and that ÷ a host's creations/s is how many "+
-			"hosts it serves. The cost per event depends on how many records each request carries: an exporter sends what has "+
-			"arrived as soon as its previous export is done (up to %s records), so hosts with few events send small requests "+
-			"(about one per message from the loader, which sends one every 20 ms when events are waiting), and the run whose R is "+
-			"nearest a column's rate is the one to read there.",
+			"hosts it serves. The cost per event depends on how many records each request carries: an exporter sends a full batch "+
+			"(%s records) at once and a partial one after `--otlp-events-batch-delay` (200 ms), so a host with few events sends "+
+			"about five small requests a second, and the run whose R is nearest a column's rate is the one to read there.",
 			strings.Join(sizes, ", "), cfg.warmup, cfg.fleetWindow, thousands(float64(o.BatchSize)))
 		w.p("")
 		w.header("hosts × rate", "received", "exported", "dropped: OTLP / loader", "Collector logged (window + 1 s)", "Collector CPU",
