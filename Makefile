@@ -132,10 +132,29 @@ test-unit: loader ## Go and TypeScript unit and integration tests (no VM)
 	$(GO) test -run '^$$' -fuzz '^FuzzSubscribeRequest$$' -fuzztime $(FUZZ_SUBSCRIBE_EXECS) ./loader-go/internal/server
 	npm test
 
+# Both architectures' guests boot side by side: a TCG guest runs on one host
+# thread, so on two cores the matrix takes about as long as its slower half
+# (arm64). Each half's output is shown whole when it ends (--output-sync) and
+# followed live in .cache/e2e-ARCH.log.
+E2E_LOG_DIR ?= $(CURDIR)/.cache
+E2E_TIMEOUT ?= 50m
+
 .PHONY: test-e2e
-test-e2e: loader exporter ## end-to-end tests on real Debian kernels in qemu (E2E_KERNELS amd64, E2E_ARM64_KERNELS arm64)
-	$(if $(strip $(E2E_KERNELS)),FILEWATCHER_E2E_ARCH=amd64 FILEWATCHER_E2E_KERNELS="$(E2E_KERNELS)" FILEWATCHER_E2E_LOCKDOWN_KERNELS="$(E2E_LOCKDOWN_KERNELS)" FILEWATCHER_E2E_9P_KERNELS="$(E2E_9P_KERNELS)" $(GO) test -tags e2e -count=1 -timeout 40m -v -skip '^TestFleet$$' ./test/e2e/)
-	$(if $(strip $(E2E_ARM64_KERNELS)),FILEWATCHER_E2E_ARCH=arm64 FILEWATCHER_E2E_KERNELS="$(E2E_ARM64_KERNELS)" FILEWATCHER_E2E_LOCKDOWN_KERNELS="$(E2E_ARM64_LOCKDOWN_KERNELS)" FILEWATCHER_E2E_9P_KERNELS="$(E2E_ARM64_9P_KERNELS)" $(GO) test -tags e2e -count=1 -timeout 40m -v -skip '^TestFleet$$' ./test/e2e/)
+test-e2e: loader exporter ## end-to-end tests on real Debian kernels in qemu (E2E_KERNELS amd64 and E2E_ARM64_KERNELS arm64, side by side)
+	@$(MAKE) --no-print-directory -j2 --output-sync=target test-e2e-amd64 test-e2e-arm64
+
+.PHONY: test-e2e-amd64 test-e2e-arm64
+test-e2e-amd64: loader exporter ## the amd64 half of test-e2e
+	$(call e2e,amd64,$(E2E_KERNELS),$(E2E_LOCKDOWN_KERNELS),$(E2E_9P_KERNELS))
+test-e2e-arm64: loader exporter ## the arm64 half of test-e2e
+	$(call e2e,arm64,$(E2E_ARM64_KERNELS),$(E2E_ARM64_LOCKDOWN_KERNELS),$(E2E_ARM64_9P_KERNELS))
+
+# e2e ARCH,KERNELS,LOCKDOWN_KERNELS,9P_KERNELS: the suite on one architecture's guests (nothing when KERNELS is empty).
+define e2e
+$(if $(strip $(2)),@mkdir -p $(E2E_LOG_DIR) && set -o pipefail && \
+	FILEWATCHER_E2E_ARCH=$(1) FILEWATCHER_E2E_KERNELS="$(2)" FILEWATCHER_E2E_LOCKDOWN_KERNELS="$(3)" FILEWATCHER_E2E_9P_KERNELS="$(4)" \
+	$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v -skip '^TestFleet$$' ./test/e2e/ 2>&1 | tee $(E2E_LOG_DIR)/e2e-$(1).log,@echo "test-e2e: no $(1) kernels")
+endef
 
 .PHONY: test-fleet
 test-fleet: loader exporter ## OTLP: guest events → exporter → real Collectors (built by make setup) → file and Prometheus remote write; outages and restarts
