@@ -135,7 +135,9 @@ test-unit: loader ## Go and TypeScript unit and integration tests (no VM)
 # Both architectures' guests boot side by side: a TCG guest runs on one host
 # thread, so on two cores the matrix takes about as long as its slower half
 # (arm64). Each half's output is shown whole when it ends (--output-sync) and
-# followed live in .cache/e2e-ARCH.log.
+# followed live in .cache/e2e-ARCH.log. The tests' own module builds (make -C
+# kmod) must not see this make's jobserver, which they cannot reach: its
+# warning would fail their warnings-are-errors check.
 E2E_LOG_DIR ?= $(CURDIR)/.cache
 E2E_TIMEOUT ?= 50m
 
@@ -152,7 +154,7 @@ test-e2e-arm64: loader exporter ## the arm64 half of test-e2e
 # e2e ARCH,KERNELS,LOCKDOWN_KERNELS,9P_KERNELS: the suite on one architecture's guests (nothing when KERNELS is empty).
 define e2e
 $(if $(strip $(2)),@mkdir -p $(E2E_LOG_DIR) && set -o pipefail && \
-	FILEWATCHER_E2E_ARCH=$(1) FILEWATCHER_E2E_KERNELS="$(2)" FILEWATCHER_E2E_LOCKDOWN_KERNELS="$(3)" FILEWATCHER_E2E_9P_KERNELS="$(4)" \
+	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL FILEWATCHER_E2E_ARCH=$(1) FILEWATCHER_E2E_KERNELS="$(2)" FILEWATCHER_E2E_LOCKDOWN_KERNELS="$(3)" FILEWATCHER_E2E_9P_KERNELS="$(4)" \
 	$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v -skip '^TestFleet$$' ./test/e2e/ 2>&1 | tee $(E2E_LOG_DIR)/e2e-$(1).log,@echo "test-e2e: no $(1) kernels")
 endef
 
