@@ -5,6 +5,7 @@
 // Buffers sharing the message's memory, enums as numbers, an absent message
 // as null), in a fraction of the time: decode.test.ts checks the two agree.
 // A field added to these messages must be added here (the test fails until it is).
+import type { EventKind__Output } from './generated/filewatcher/v1/EventKind';
 import type { FileCreatedEvent__Output } from './generated/filewatcher/v1/FileCreatedEvent';
 import type { Gap__Output } from './generated/filewatcher/v1/Gap';
 import type { LossCounters__Output } from './generated/filewatcher/v1/LossCounters';
@@ -63,6 +64,12 @@ class Reader {
   uint32(): number {
     this.varint();
     return this.lo;
+  }
+
+  /** int32 is the last varint as protobufjs's int32() (and an enum) reads it. */
+  int32(): number {
+    this.varint();
+    return this.lo | 0;
   }
 
   /** uint64 is an unsigned 64-bit varint as a Number (LongBits.toNumber(true)). */
@@ -128,6 +135,7 @@ function decodeEvent(r: Reader, end: number): FileCreatedEvent__Output {
     cgroup_id: 0,
     path: EMPTY,
     flags: 0,
+    kind: 0,
   };
   r.end = end;
   while (r.pos < end) {
@@ -183,6 +191,10 @@ function decodeEvent(r: Reader, end: number): FileCreatedEvent__Output {
       case 11:
         if (wt !== VARINT) break;
         ev.flags = r.uint32();
+        continue;
+      case 12:
+        if (wt !== VARINT) break;
+        ev.kind = r.int32() as EventKind__Output; // unknown numbers too, as protobufjs keeps them
         continue;
     }
     r.skip(wt);

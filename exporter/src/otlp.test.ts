@@ -83,6 +83,7 @@ function event(sequence: number, path = `/tmp/f${sequence}`): FileCreatedEvent__
     cgroup_id: 7,
     path: Buffer.from(path, 'latin1'),
     flags: 0o101,
+    kind: 1,
   };
 }
 
@@ -271,6 +272,14 @@ describe('OTLP event export', () => {
     assert.equal(a['process.executable.name'], 'touch');
     assert.equal(a['filewatcher.run_id'], 'run-x');
     assert.equal(a['filewatcher.sequence'], 42);
+    assert.equal(a['filewatcher.kind'], 'open');
+    assert.equal(eventAttributes('r', { ...event(1), kind: 0 })['filewatcher.kind'], 'unspecified');
+    const unknown = { ...event(1), kind: 77 } as unknown as FileCreatedEvent__Output;
+    assert.equal(
+      eventAttributes('r', unknown)['filewatcher.kind'],
+      '77',
+      'a kind this exporter does not know',
+    );
     const u = eventAttributes('r', event(1, '/f'));
     assert.equal(u['file.directory'], '/');
     assert.equal(u['file.name'], 'f');

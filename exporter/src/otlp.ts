@@ -20,6 +20,7 @@ import type { Resource } from '@opentelemetry/resources';
 import { PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
 import type { PushMetricExporter, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { LogRecordExporter, ReadableLogRecord } from '@opentelemetry/sdk-logs';
+import { EventKind } from './generated/filewatcher/v1/EventKind';
 import type { FileCreatedEvent__Output } from './generated/filewatcher/v1/FileCreatedEvent';
 import type { Logger } from './log';
 import { METER_NAME } from './metrics';
@@ -420,11 +421,22 @@ export function eventAttributes(runId: string, e: FileCreatedEvent__Output): Log
     'filewatcher.sequence': e.sequence,
     'filewatcher.cgroup_id': String(e.cgroup_id),
     'filewatcher.open_flags': e.flags,
+    'filewatcher.kind': kindName(e.kind),
   };
   if (!isUtf8(e.path)) attributes['filewatcher.file.path_bytes'] = Uint8Array.from(e.path);
   if (!isUtf8(e.comm))
     attributes['filewatcher.process.executable.name_bytes'] = Uint8Array.from(e.comm);
   return attributes;
+}
+
+/** KIND_NAMES: each EventKind by number, as the lower-case end of its name (open, ...). */
+const KIND_NAMES = new Map<number, string>(
+  Object.entries(EventKind).map(([name, n]) => [n, name.slice('EVENT_KIND_'.length).toLowerCase()]),
+);
+
+/** kindName is the name of an EventKind for the filewatcher.kind attribute; its number when unknown. */
+function kindName(kind: number): string {
+  return KIND_NAMES.get(kind) ?? String(kind);
 }
 
 function text(b: Buffer): string {

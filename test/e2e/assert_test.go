@@ -18,20 +18,29 @@ type event struct {
 	pid, tgid uint32
 	uid, gid  uint32
 	comm      []byte
+	kind      fwv1.EventKind // 0: EVENT_KIND_OPEN
 }
 
 func (e event) String() string {
-	return fmt.Sprintf("path=%q flags=%d pid=%d tgid=%d uid=%d gid=%d comm=%q", shorten(e.path), e.flags, e.pid, e.tgid, e.uid, e.gid, e.comm)
+	return fmt.Sprintf("path=%q flags=%d kind=%v pid=%d tgid=%d uid=%d gid=%d comm=%q", shorten(e.path), e.flags, e.kindOrOpen(), e.pid, e.tgid, e.uid, e.gid, e.comm)
 }
 
 func fromProto(e *fwv1.FileCreatedEvent) event {
 	return event{path: e.GetPath(), flags: e.GetFlags(), pid: e.GetPid(), tgid: e.GetTgid(),
-		uid: e.GetUid(), gid: e.GetGid(), comm: e.GetComm()}
+		uid: e.GetUid(), gid: e.GetGid(), comm: e.GetComm(), kind: e.GetKind()}
+}
+
+// kindOrOpen is e's kind, where 0 in a test's expectation means an open.
+func (e event) kindOrOpen() fwv1.EventKind {
+	if e.kind == fwv1.EventKind_EVENT_KIND_UNSPECIFIED {
+		return fwv1.EventKind_EVENT_KIND_OPEN
+	}
+	return e.kind
 }
 
 func (e event) equal(o event) bool {
 	return bytes.Equal(e.path, o.path) && e.flags == o.flags && e.pid == o.pid && e.tgid == o.tgid &&
-		e.uid == o.uid && e.gid == o.gid && bytes.Equal(e.comm, o.comm)
+		e.uid == o.uid && e.gid == o.gid && bytes.Equal(e.comm, o.comm) && e.kindOrOpen() == o.kindOrOpen()
 }
 
 // shorten keeps long paths readable in failure messages.

@@ -445,6 +445,7 @@ func testFleetEvents(t *testing.T, g *guest, f *fleet) {
 			{"process.real_group.id", fmt.Sprint(w.gid)},
 			{"filewatcher.run_id", runID},
 			{"filewatcher.open_flags", ""}, // present; its value is the kernel's
+			{"filewatcher.kind", strings.ToLower(strings.TrimPrefix(w.kindOrOpen().String(), "EVENT_KIND_"))},
 			{"event.name", "filewatcher.file_created"},
 		}
 		for _, c := range checks {

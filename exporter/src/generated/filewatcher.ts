@@ -51,6 +51,7 @@ export interface ProtoGrpcType {
   filewatcher: {
     v1: {
       EventFlag: EnumTypeDefinition;
+      EventKind: EnumTypeDefinition;
       /**
        * EventService streams file-creation events and reports the loader's health.
        */

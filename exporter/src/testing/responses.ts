@@ -1,3 +1,4 @@
+import type { EventKind } from '../generated/filewatcher/v1/EventKind';
 import type { GapReason } from '../generated/filewatcher/v1/GapReason';
 import type { SubscribeResponse } from '../generated/filewatcher/v1/SubscribeResponse';
 
@@ -51,6 +52,8 @@ export function randomResponse(r: () => number): SubscribeResponse {
       cgroup_id: u64(r),
       path: bytes(r, r() < 0.1 ? 5000 : 60),
       flags: u32(r),
+      // Known kinds, unknown ones, and negative numbers (an int32 on the wire).
+      kind: (r() < 0.5 ? Math.floor(r() * 4) : u32(r) | 0) as EventKind,
     })),
     gaps: Array.from({ length: Math.floor(r() * 3) }, () => ({
       first_sequence: u64(r),

@@ -82,6 +82,16 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.Func("cgroup-id", "only files created in these cgroup v2 ids (repeatable, comma-separated)", func(s string) error {
 		return eachNumber(s, 64, func(n uint64) { f.CgroupIds = append(f.CgroupIds, n) })
 	})
+	fs.Func("kind", "only files created this way: open (the only kind reported so far; repeatable, comma-separated)", func(s string) error {
+		for _, name := range strings.Split(s, ",") {
+			k, ok := pb.EventKind_value[kindPrefix+strings.ToUpper(strings.TrimSpace(name))]
+			if !ok || k == 0 {
+				return fmt.Errorf("unknown kind %q (known: open)", name)
+			}
+			f.Kinds = append(f.Kinds, pb.EventKind(k))
+		}
+		return nil
+	})
 	policy := fs.String("overflow-policy", "drop-newest", "when this client falls behind: drop-newest, drop-oldest or close")
 	batchSize := fs.Uint("batch-size", 0, "events per message at most (0: the loader's default, 256)")
 	batchDelay := fs.Duration("batch-delay", 0, "how long the loader may hold a partial batch (0: its default, 20ms)")
@@ -219,6 +229,7 @@ type eventLine struct {
 	CommB64  string   `json:"comm_b64,omitempty"`
 	Path     string   `json:"path"`
 	PathB64  string   `json:"path_b64,omitempty"`
+	Kind     string   `json:"kind"`
 	Flags    []string `json:"flags,omitempty"`
 }
 
@@ -273,10 +284,23 @@ func (p *printer) event(ev *pb.FileCreatedEvent) eventLine {
 	}
 	l.Path, l.PathB64 = text(ev.Path)
 	l.Comm, l.CommB64 = text(ev.Comm)
+	l.Kind = kindName(ev.Kind)
 	if ev.Flags&uint32(pb.EventFlag_EVENT_FLAG_PATH_UNRESOLVED) != 0 {
 		l.Flags = append(l.Flags, pb.EventFlag_EVENT_FLAG_PATH_UNRESOLVED.String())
 	}
 	return l
+}
+
+const kindPrefix = "EVENT_KIND_"
+
+// kindName is an EventKind as --kind takes it (open, ...) in lower case,
+// or its number when this build does not know it.
+func kindName(k pb.EventKind) string {
+	name, ok := pb.EventKind_name[int32(k)]
+	if !ok {
+		return strconv.Itoa(int(k))
+	}
+	return strings.ToLower(strings.TrimPrefix(name, kindPrefix))
 }
 
 // text returns b as a string for people and, when that string is not b

@@ -6,8 +6,10 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -84,6 +86,7 @@ type line struct {
 	UID           uint32   `json:"uid"`
 	Time          string   `json:"time"`
 	Flags         []string `json:"flags"`
+	Kind          string   `json:"kind"`
 	FirstSequence uint64   `json:"first_sequence"`
 	LastSequence  uint64   `json:"last_sequence"`
 	Count         uint64   `json:"count"`
@@ -148,6 +151,10 @@ func TestLines(t *testing.T) {
 			evs[i] = &pb.FileCreatedEvent{Path: p, Comm: []byte("c\xffm"), Uid: 1000, TimeUnixNano: 1_700_000_000_123_456_789}
 		}
 		evs[4].Flags = uint32(pb.EventFlag_EVENT_FLAG_PATH_UNRESOLVED)
+		for i := range evs {
+			evs[i].Kind = pb.EventKind_EVENT_KIND_OPEN
+		}
+		evs[2].Kind, evs[4].Kind = 0, 42 // an older loader's event; one this tail does not know
 		h.Publish(evs[:3])
 		h.PublishGap(pb.GapReason_GAP_REASON_RINGBUF_FULL, 2)
 		h.Publish(evs[3:])
@@ -178,6 +185,9 @@ func TestLines(t *testing.T) {
 			!bytes.Equal(bytesOf(t, l.Comm, l.CommB64), []byte("c\xffm")) || l.UID != 1000 ||
 			l.Time != "2023-11-14T22:13:20.123456789Z" {
 			t.Errorf("line %d: %+v, want path %q", i+1, l, p)
+		}
+		if wantKind := []string{"open", "open", "unspecified", "", "42"}[want[i]]; l.Kind != wantKind {
+			t.Errorf("line %d: kind %q, want %q", i+1, l.Kind, wantKind)
 		}
 		if (l.PathB64 != nil) == bytes.Equal([]byte(l.Path), p) {
 			t.Errorf("line %d: path_b64 present %v for %q", i+1, l.PathB64 != nil, p)
@@ -298,12 +308,26 @@ func TestTLSAndStatus(t *testing.T) {
 	}
 }
 
+// TestKindFlag: --kind takes the names tail prints, into Filter.kinds.
+func TestKindFlag(t *testing.T) {
+	o, err := parse([]string{"--kind", "open, Open", "--kind", "OPEN"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []pb.EventKind{pb.EventKind_EVENT_KIND_OPEN, pb.EventKind_EVENT_KIND_OPEN, pb.EventKind_EVENT_KIND_OPEN}
+	if got := o.req.Filter.Kinds; !slices.Equal(got, want) {
+		t.Errorf("kinds %v, want %v", got, want)
+	}
+}
+
 func TestUsage(t *testing.T) {
 	ctx := context.Background()
 	for _, args := range [][]string{
 		{"--overflow-policy", "sometimes"},
 		{"--uid", "alice"},
 		{"--cgroup-id", "1,x"},
+		{"--kind", "open,rename"},
+		{"--kind", "unspecified"},
 		{"--batch-size", "5000"},
 		{"stray"},
 	} {

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
+	"strings"
 	"unsafe"
 
 	pb "github.com/filewatcher/filewatcher/proto/filewatcher/v1"
@@ -64,6 +65,9 @@ func Compile(f *pb.Filter) (Match, error) {
 	if len(f.CgroupIds) > 0 {
 		tests = append(tests, func(ev *pb.FileCreatedEvent) bool { return slices.Contains(f.CgroupIds, ev.CgroupId) })
 	}
+	if len(f.Kinds) > 0 {
+		tests = append(tests, func(ev *pb.FileCreatedEvent) bool { return slices.Contains(f.Kinds, ev.Kind) })
+	}
 	if len(tests) == 0 {
 		return nil, nil
 	}
@@ -78,13 +82,18 @@ func Compile(f *pb.Filter) (Match, error) {
 }
 
 func validate(f *pb.Filter) error {
-	n := len(f.PathPrefixes) + len(f.PathGlobs) + len(f.Uids) + len(f.Comms) + len(f.CgroupIds)
+	n := len(f.PathPrefixes) + len(f.PathGlobs) + len(f.Uids) + len(f.Comms) + len(f.CgroupIds) + len(f.Kinds)
 	if n > MaxEntries {
 		return fmt.Errorf("filter has %d entries, at most %d allowed", n, MaxEntries)
 	}
 	for _, p := range f.PathPrefixes {
 		if len(p) > MaxEntryLength {
 			return fmt.Errorf("path prefix of %d bytes, at most %d allowed", len(p), MaxEntryLength)
+		}
+	}
+	for _, k := range f.Kinds {
+		if k == pb.EventKind_EVENT_KIND_UNSPECIFIED {
+			return fmt.Errorf("kind %v matches no event: name the kinds wanted (%s)", k, kindNames())
 		}
 	}
 	for _, c := range f.Comms {
@@ -109,4 +118,16 @@ func validate(f *pb.Filter) error {
 		}
 	}
 	return nil
+}
+
+// kindNames lists the event kinds this loader knows, for error messages.
+func kindNames() string {
+	var names []string
+	for n := int32(1); ; n++ {
+		name, ok := pb.EventKind_name[n]
+		if !ok {
+			return strings.Join(names, ", ")
+		}
+		names = append(names, name)
+	}
 }

@@ -8,7 +8,7 @@ import (
 )
 
 func TestCompile(t *testing.T) {
-	ev := &pb.FileCreatedEvent{Path: []byte("/home/a/\xffx.txt"), Uid: 1000, Comm: []byte("touch"), CgroupId: 7}
+	ev := &pb.FileCreatedEvent{Path: []byte("/home/a/\xffx.txt"), Uid: 1000, Comm: []byte("touch"), CgroupId: 7, Kind: pb.EventKind_EVENT_KIND_OPEN}
 	tests := []struct {
 		name   string
 		filter *pb.Filter
@@ -25,6 +25,8 @@ func TestCompile(t *testing.T) {
 		{"comm", &pb.Filter{Comms: [][]byte{[]byte("touch")}}, true},
 		{"comm is exact", &pb.Filter{Comms: [][]byte{[]byte("touc")}}, false},
 		{"cgroup", &pb.Filter{CgroupIds: []uint64{7}}, true},
+		{"kind", &pb.Filter{Kinds: []pb.EventKind{99, pb.EventKind_EVENT_KIND_OPEN}}, true},
+		{"kind miss", &pb.Filter{Kinds: []pb.EventKind{99}}, false}, // a kind of a later loader
 		{"all fields AND", &pb.Filter{Uids: []uint32{1000}, Comms: [][]byte{[]byte("cp")}}, false},
 	}
 	for _, tt := range tests {
@@ -48,6 +50,9 @@ func TestCompileRejects(t *testing.T) {
 	}{
 		{"bad glob", &pb.Filter{PathGlobs: []string{"/tmp/["}}, "syntax error in pattern"},
 		{"too many", &pb.Filter{Uids: make([]uint32, MaxEntries+1)}, "at most 1024"},
+		{"too many with kinds", &pb.Filter{Uids: make([]uint32, MaxEntries), Kinds: []pb.EventKind{1}}, "at most 1024"},
+		{"unspecified kind", &pb.Filter{Kinds: []pb.EventKind{pb.EventKind_EVENT_KIND_OPEN, 0}},
+			"kind EVENT_KIND_UNSPECIFIED matches no event: name the kinds wanted (EVENT_KIND_OPEN)"},
 		{"long prefix", &pb.Filter{PathPrefixes: [][]byte{make([]byte, MaxEntryLength+1)}}, "path prefix of 4097 bytes"},
 		{"long glob", &pb.Filter{PathGlobs: []string{strings.Repeat("a", MaxEntryLength+1)}}, "path glob of 4097 bytes"},
 	}

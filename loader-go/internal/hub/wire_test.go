@@ -37,6 +37,8 @@ func randomEvent(r *rand.Rand) *pb.FileCreatedEvent {
 			m.Set(fd, protoreflect.ValueOfInt64(int64(u)))
 		case protoreflect.Uint32Kind:
 			m.Set(fd, protoreflect.ValueOfUint32(uint32(u)))
+		case protoreflect.EnumKind:
+			m.Set(fd, protoreflect.ValueOfEnum(protoreflect.EnumNumber(int32(u))))
 		case protoreflect.BytesKind:
 			b := make([]byte, int(u%5000))
 			for j := range b {

@@ -76,6 +76,8 @@ func (d *decoder) decode(raw []byte) (*pb.FileCreatedEvent, error) {
 	ev.Uid = le.Uint32(raw[offUID:])
 	ev.Gid = le.Uint32(raw[offGID:])
 	ev.Flags = le.Uint32(raw[offFlags:])
+	// Both probes report opens only (mknod and tmpfile links: issue 13).
+	ev.Kind = pb.EventKind_EVENT_KIND_OPEN
 	comm := raw[offComm : offComm+commLen]
 	if i := bytes.IndexByte(comm, 0); i >= 0 {
 		comm = comm[:i]

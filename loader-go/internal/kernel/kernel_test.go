@@ -70,7 +70,7 @@ func TestDecode(t *testing.T) {
 				t.Errorf("path %q comm %q, want %q %q", ev.Path, ev.Comm, tt.path, tt.comm)
 			}
 			if ev.KtimeNs != 123456789 || ev.TimeUnixNano != 1_123_456_789 || ev.CgroupId != 42 ||
-				ev.Pid != 77 || ev.Tgid != 76 || ev.Uid != 1000 || ev.Gid != 100 {
+				ev.Pid != 77 || ev.Tgid != 76 || ev.Uid != 1000 || ev.Gid != 100 || ev.Kind != pb.EventKind_EVENT_KIND_OPEN {
 				t.Errorf("event = %v", ev)
 			}
 		})

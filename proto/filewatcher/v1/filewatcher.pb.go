@@ -244,6 +244,59 @@ func (EventFlag) EnumDescriptor() ([]byte, []int) {
 	return file_filewatcher_v1_filewatcher_proto_rawDescGZIP(), []int{2}
 }
 
+// EventKind says which route through the kernel created the file. Only
+// opens are reported so far; the routes that create files without one
+// (mknod(2) of a regular file, linkat(2) of an O_TMPFILE file, the NFS and
+// SMB servers) will get their own values when they are (issue 13).
+type EventKind int32
+
+const (
+	// Never sent by this loader: an older loader's event (all were opens).
+	EventKind_EVENT_KIND_UNSPECIFIED EventKind = 0
+	// An open with O_CREAT that created the file: open, openat, openat2,
+	// creat, io_uring's OPENAT and OPENAT2, and the kernel's own filp_open.
+	EventKind_EVENT_KIND_OPEN EventKind = 1
+)
+
+// Enum value maps for EventKind.
+var (
+	EventKind_name = map[int32]string{
+		0: "EVENT_KIND_UNSPECIFIED",
+		1: "EVENT_KIND_OPEN",
+	}
+	EventKind_value = map[string]int32{
+		"EVENT_KIND_UNSPECIFIED": 0,
+		"EVENT_KIND_OPEN":        1,
+	}
+)
+
+func (x EventKind) Enum() *EventKind {
+	p := new(EventKind)
+	*p = x
+	return p
+}
+
+func (x EventKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EventKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_filewatcher_v1_filewatcher_proto_enumTypes[3].Descriptor()
+}
+
+func (EventKind) Type() protoreflect.EnumType {
+	return &file_filewatcher_v1_filewatcher_proto_enumTypes[3]
+}
+
+func (x EventKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EventKind.Descriptor instead.
+func (EventKind) EnumDescriptor() ([]byte, []int) {
+	return file_filewatcher_v1_filewatcher_proto_rawDescGZIP(), []int{3}
+}
+
 // Filter selects events. All set fields must match (AND); repeated fields
 // match if any element matches (OR). An empty filter matches everything.
 type Filter struct {
@@ -260,7 +313,10 @@ type Filter struct {
 	// The creating task's comm, exact bytes (FileCreatedEvent.comm).
 	Comms [][]byte `protobuf:"bytes,4,rep,name=comms,proto3" json:"comms,omitempty"`
 	// cgroup v2 id of the creating task (FileCreatedEvent.cgroup_id).
-	CgroupIds     []uint64 `protobuf:"varint,5,rep,packed,name=cgroup_ids,json=cgroupIds,proto3" json:"cgroup_ids,omitempty"`
+	CgroupIds []uint64 `protobuf:"varint,5,rep,packed,name=cgroup_ids,json=cgroupIds,proto3" json:"cgroup_ids,omitempty"`
+	// How the file was created (FileCreatedEvent.kind). EVENT_KIND_UNSPECIFIED
+	// is INVALID_ARGUMENT here.
+	Kinds         []EventKind `protobuf:"varint,6,rep,packed,name=kinds,proto3,enum=filewatcher.v1.EventKind" json:"kinds,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -326,6 +382,13 @@ func (x *Filter) GetComms() [][]byte {
 func (x *Filter) GetCgroupIds() []uint64 {
 	if x != nil {
 		return x.CgroupIds
+	}
+	return nil
+}
+
+func (x *Filter) GetKinds() []EventKind {
+	if x != nil {
+		return x.Kinds
 	}
 	return nil
 }
@@ -495,7 +558,7 @@ func (x *Gap) GetReason() GapReason {
 	return GapReason_GAP_REASON_UNSPECIFIED
 }
 
-// FileCreatedEvent is one file created by an open(2)-family call.
+// FileCreatedEvent is one file created, by an open(2)-family call (kind).
 type FileCreatedEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Dense within run_id, starting at 1.
@@ -521,7 +584,9 @@ type FileCreatedEvent struct {
 	// UTF-8), up to PATH_MAX.
 	Path []byte `protobuf:"bytes,10,opt,name=path,proto3" json:"path,omitempty"`
 	// Bitwise OR of EventFlag values.
-	Flags         uint32 `protobuf:"varint,11,opt,name=flags,proto3" json:"flags,omitempty"`
+	Flags uint32 `protobuf:"varint,11,opt,name=flags,proto3" json:"flags,omitempty"`
+	// How the file was created.
+	Kind          EventKind `protobuf:"varint,12,opt,name=kind,proto3,enum=filewatcher.v1.EventKind" json:"kind,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -631,6 +696,13 @@ func (x *FileCreatedEvent) GetFlags() uint32 {
 		return x.Flags
 	}
 	return 0
+}
+
+func (x *FileCreatedEvent) GetKind() EventKind {
+	if x != nil {
+		return x.Kind
+	}
+	return EventKind_EVENT_KIND_UNSPECIFIED
 }
 
 // SubscribeResponse is one message of the stream.
@@ -1313,7 +1385,7 @@ var File_filewatcher_v1_filewatcher_proto protoreflect.FileDescriptor
 
 const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"\n" +
-	" filewatcher/v1/filewatcher.proto\x12\x0efilewatcher.v1\"\x95\x01\n" +
+	" filewatcher/v1/filewatcher.proto\x12\x0efilewatcher.v1\"\xc6\x01\n" +
 	"\x06Filter\x12#\n" +
 	"\rpath_prefixes\x18\x01 \x03(\fR\fpathPrefixes\x12\x1d\n" +
 	"\n" +
@@ -1321,7 +1393,8 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"\x04uids\x18\x03 \x03(\rR\x04uids\x12\x14\n" +
 	"\x05comms\x18\x04 \x03(\fR\x05comms\x12\x1d\n" +
 	"\n" +
-	"cgroup_ids\x18\x05 \x03(\x04R\tcgroupIds\"\xb6\x02\n" +
+	"cgroup_ids\x18\x05 \x03(\x04R\tcgroupIds\x12/\n" +
+	"\x05kinds\x18\x06 \x03(\x0e2\x19.filewatcher.v1.EventKindR\x05kinds\"\xb6\x02\n" +
 	"\x10SubscribeRequest\x12$\n" +
 	"\x0emax_batch_size\x18\x01 \x01(\rR\fmaxBatchSize\x12+\n" +
 	"\x12max_batch_delay_ms\x18\x02 \x01(\rR\x0fmaxBatchDelayMs\x12.\n" +
@@ -1332,7 +1405,7 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"\x03Gap\x12%\n" +
 	"\x0efirst_sequence\x18\x01 \x01(\x04R\rfirstSequence\x12#\n" +
 	"\rlast_sequence\x18\x02 \x01(\x04R\flastSequence\x121\n" +
-	"\x06reason\x18\x03 \x01(\x0e2\x19.filewatcher.v1.GapReasonR\x06reason\"\x94\x02\n" +
+	"\x06reason\x18\x03 \x01(\x0e2\x19.filewatcher.v1.GapReasonR\x06reason\"\xc3\x02\n" +
 	"\x10FileCreatedEvent\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x19\n" +
 	"\bktime_ns\x18\x02 \x01(\x04R\aktimeNs\x12$\n" +
@@ -1345,7 +1418,8 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"\tcgroup_id\x18\t \x01(\x04R\bcgroupId\x12\x12\n" +
 	"\x04path\x18\n" +
 	" \x01(\fR\x04path\x12\x14\n" +
-	"\x05flags\x18\v \x01(\rR\x05flags\"\xe6\x01\n" +
+	"\x05flags\x18\v \x01(\rR\x05flags\x12-\n" +
+	"\x04kind\x18\f \x01(\x0e2\x19.filewatcher.v1.EventKindR\x04kind\"\xe6\x01\n" +
 	"\x11SubscribeResponse\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x128\n" +
 	"\x06events\x18\x02 \x03(\v2 .filewatcher.v1.FileCreatedEventR\x06events\x12'\n" +
@@ -1423,7 +1497,10 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"\x19GAP_REASON_LOADER_RESTART\x10\b*G\n" +
 	"\tEventFlag\x12\x1a\n" +
 	"\x16EVENT_FLAG_UNSPECIFIED\x10\x00\x12\x1e\n" +
-	"\x1aEVENT_FLAG_PATH_UNRESOLVED\x10\x012\xb4\x01\n" +
+	"\x1aEVENT_FLAG_PATH_UNRESOLVED\x10\x01*<\n" +
+	"\tEventKind\x12\x1a\n" +
+	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fEVENT_KIND_OPEN\x10\x012\xb4\x01\n" +
 	"\fEventService\x12R\n" +
 	"\tSubscribe\x12 .filewatcher.v1.SubscribeRequest\x1a!.filewatcher.v1.SubscribeResponse0\x01\x12P\n" +
 	"\tGetStatus\x12 .filewatcher.v1.GetStatusRequest\x1a!.filewatcher.v1.GetStatusResponseBGZEgithub.com/filewatcher/filewatcher/proto/filewatcher/v1;filewatcherv1b\x06proto3"
@@ -1440,40 +1517,43 @@ func file_filewatcher_v1_filewatcher_proto_rawDescGZIP() []byte {
 	return file_filewatcher_v1_filewatcher_proto_rawDescData
 }
 
-var file_filewatcher_v1_filewatcher_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
+var file_filewatcher_v1_filewatcher_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_filewatcher_v1_filewatcher_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_filewatcher_v1_filewatcher_proto_goTypes = []any{
 	(OverflowPolicy)(0),       // 0: filewatcher.v1.OverflowPolicy
 	(GapReason)(0),            // 1: filewatcher.v1.GapReason
 	(EventFlag)(0),            // 2: filewatcher.v1.EventFlag
-	(*Filter)(nil),            // 3: filewatcher.v1.Filter
-	(*SubscribeRequest)(nil),  // 4: filewatcher.v1.SubscribeRequest
-	(*Gap)(nil),               // 5: filewatcher.v1.Gap
-	(*FileCreatedEvent)(nil),  // 6: filewatcher.v1.FileCreatedEvent
-	(*SubscribeResponse)(nil), // 7: filewatcher.v1.SubscribeResponse
-	(*LossCounters)(nil),      // 8: filewatcher.v1.LossCounters
-	(*GetStatusRequest)(nil),  // 9: filewatcher.v1.GetStatusRequest
-	(*SubscriberStatus)(nil),  // 10: filewatcher.v1.SubscriberStatus
-	(*GetStatusResponse)(nil), // 11: filewatcher.v1.GetStatusResponse
+	(EventKind)(0),            // 3: filewatcher.v1.EventKind
+	(*Filter)(nil),            // 4: filewatcher.v1.Filter
+	(*SubscribeRequest)(nil),  // 5: filewatcher.v1.SubscribeRequest
+	(*Gap)(nil),               // 6: filewatcher.v1.Gap
+	(*FileCreatedEvent)(nil),  // 7: filewatcher.v1.FileCreatedEvent
+	(*SubscribeResponse)(nil), // 8: filewatcher.v1.SubscribeResponse
+	(*LossCounters)(nil),      // 9: filewatcher.v1.LossCounters
+	(*GetStatusRequest)(nil),  // 10: filewatcher.v1.GetStatusRequest
+	(*SubscriberStatus)(nil),  // 11: filewatcher.v1.SubscriberStatus
+	(*GetStatusResponse)(nil), // 12: filewatcher.v1.GetStatusResponse
 }
 var file_filewatcher_v1_filewatcher_proto_depIdxs = []int32{
-	3,  // 0: filewatcher.v1.SubscribeRequest.filter:type_name -> filewatcher.v1.Filter
-	0,  // 1: filewatcher.v1.SubscribeRequest.overflow_policy:type_name -> filewatcher.v1.OverflowPolicy
-	1,  // 2: filewatcher.v1.Gap.reason:type_name -> filewatcher.v1.GapReason
-	6,  // 3: filewatcher.v1.SubscribeResponse.events:type_name -> filewatcher.v1.FileCreatedEvent
-	5,  // 4: filewatcher.v1.SubscribeResponse.gaps:type_name -> filewatcher.v1.Gap
-	8,  // 5: filewatcher.v1.SubscribeResponse.loss:type_name -> filewatcher.v1.LossCounters
-	8,  // 6: filewatcher.v1.GetStatusResponse.loss:type_name -> filewatcher.v1.LossCounters
-	10, // 7: filewatcher.v1.GetStatusResponse.subscribers:type_name -> filewatcher.v1.SubscriberStatus
-	4,  // 8: filewatcher.v1.EventService.Subscribe:input_type -> filewatcher.v1.SubscribeRequest
-	9,  // 9: filewatcher.v1.EventService.GetStatus:input_type -> filewatcher.v1.GetStatusRequest
-	7,  // 10: filewatcher.v1.EventService.Subscribe:output_type -> filewatcher.v1.SubscribeResponse
-	11, // 11: filewatcher.v1.EventService.GetStatus:output_type -> filewatcher.v1.GetStatusResponse
-	10, // [10:12] is the sub-list for method output_type
-	8,  // [8:10] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	3,  // 0: filewatcher.v1.Filter.kinds:type_name -> filewatcher.v1.EventKind
+	4,  // 1: filewatcher.v1.SubscribeRequest.filter:type_name -> filewatcher.v1.Filter
+	0,  // 2: filewatcher.v1.SubscribeRequest.overflow_policy:type_name -> filewatcher.v1.OverflowPolicy
+	1,  // 3: filewatcher.v1.Gap.reason:type_name -> filewatcher.v1.GapReason
+	3,  // 4: filewatcher.v1.FileCreatedEvent.kind:type_name -> filewatcher.v1.EventKind
+	7,  // 5: filewatcher.v1.SubscribeResponse.events:type_name -> filewatcher.v1.FileCreatedEvent
+	6,  // 6: filewatcher.v1.SubscribeResponse.gaps:type_name -> filewatcher.v1.Gap
+	9,  // 7: filewatcher.v1.SubscribeResponse.loss:type_name -> filewatcher.v1.LossCounters
+	9,  // 8: filewatcher.v1.GetStatusResponse.loss:type_name -> filewatcher.v1.LossCounters
+	11, // 9: filewatcher.v1.GetStatusResponse.subscribers:type_name -> filewatcher.v1.SubscriberStatus
+	5,  // 10: filewatcher.v1.EventService.Subscribe:input_type -> filewatcher.v1.SubscribeRequest
+	10, // 11: filewatcher.v1.EventService.GetStatus:input_type -> filewatcher.v1.GetStatusRequest
+	8,  // 12: filewatcher.v1.EventService.Subscribe:output_type -> filewatcher.v1.SubscribeResponse
+	12, // 13: filewatcher.v1.EventService.GetStatus:output_type -> filewatcher.v1.GetStatusResponse
+	12, // [12:14] is the sub-list for method output_type
+	10, // [10:12] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_filewatcher_v1_filewatcher_proto_init() }
@@ -1486,7 +1566,7 @@ func file_filewatcher_v1_filewatcher_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_filewatcher_v1_filewatcher_proto_rawDesc), len(file_filewatcher_v1_filewatcher_proto_rawDesc)),
-			NumEnums:      3,
+			NumEnums:      4,
 			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
