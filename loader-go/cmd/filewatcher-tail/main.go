@@ -18,8 +18,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -82,11 +84,11 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	fs.Func("cgroup-id", "only files created in these cgroup v2 ids (repeatable, comma-separated)", func(s string) error {
 		return eachNumber(s, 64, func(n uint64) { f.CgroupIds = append(f.CgroupIds, n) })
 	})
-	fs.Func("kind", "only files created this way: open (the only kind reported so far; repeatable, comma-separated)", func(s string) error {
+	fs.Func("kind", "only files created this way: "+strings.Join(knownKinds(), ", ")+" (repeatable, comma-separated)", func(s string) error {
 		for _, name := range strings.Split(s, ",") {
 			k, ok := pb.EventKind_value[kindPrefix+strings.ToUpper(strings.TrimSpace(name))]
 			if !ok || k == 0 {
-				return fmt.Errorf("unknown kind %q (known: open)", name)
+				return fmt.Errorf("unknown kind %q (known: %s)", name, strings.Join(knownKinds(), ", "))
 			}
 			f.Kinds = append(f.Kinds, pb.EventKind(k))
 		}
@@ -301,6 +303,18 @@ func kindName(k pb.EventKind) string {
 		return strconv.Itoa(int(k))
 	}
 	return strings.ToLower(strings.TrimPrefix(name, kindPrefix))
+}
+
+// knownKinds are the kinds --kind takes, by number: every EventKind but
+// EVENT_KIND_UNSPECIFIED, as kindName prints them.
+func knownKinds() []string {
+	var names []string
+	for _, n := range slices.Sorted(maps.Keys(pb.EventKind_name)) {
+		if n != 0 {
+			names = append(names, kindName(pb.EventKind(n)))
+		}
+	}
+	return names
 }
 
 // text returns b as a string for people and, when that string is not b

@@ -5,6 +5,7 @@ package filter
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"unsafe"
@@ -120,14 +121,14 @@ func validate(f *pb.Filter) error {
 	return nil
 }
 
-// kindNames lists the event kinds this loader knows, for error messages.
+// kindNames lists the event kinds this loader knows, by number, for error
+// messages.
 func kindNames() string {
 	var names []string
-	for n := int32(1); ; n++ {
-		name, ok := pb.EventKind_name[n]
-		if !ok {
-			return strings.Join(names, ", ")
+	for _, n := range slices.Sorted(maps.Keys(pb.EventKind_name)) {
+		if n != 0 {
+			names = append(names, pb.EventKind_name[n])
 		}
-		names = append(names, name)
 	}
+	return strings.Join(names, ", ")
 }
