@@ -367,7 +367,9 @@ func (b *Bench) breakdown(ctx context.Context, v *VM) (*Breakdown, error) {
 			var bt *bpftraceRun
 			if bt, err = startBpftrace(ctx, v, "breakdown", bpftraceCountProg); err == nil {
 				err = storm(stageBpftrace)
-				bt.stop(ctx)
+				if serr := bt.stop(ctx); err == nil {
+					err = serr
+				}
 			}
 		}
 		if _, rerr := v.sh(ctx, "rmmod filewatcher"); err == nil {
@@ -448,12 +450,21 @@ func startBpftrace(ctx context.Context, v *VM, tag, prog string) (*bpftraceRun, 
 }
 
 // stop interrupts bpftrace (it prints its maps) and waits for it to exit.
-func (bt *bpftraceRun) stop(ctx context.Context) {
+// SIGINT is sent again every 20 s while it runs (one CI run saw bpftrace
+// still running a minute after the first); after 3 minutes it is killed,
+// and the error says what it was doing.
+func (bt *bpftraceRun) stop(ctx context.Context) error {
 	v := bt.vm
-	_, _ = v.sh(ctx, fmt.Sprintf("kill -INT %d", bt.pid))
-	if err := v.waitFor(ctx, "bpftrace exit", fmt.Sprintf("! kill -0 %d 2>/dev/null", bt.pid), time.Minute); err != nil {
-		_, _ = v.sh(ctx, fmt.Sprintf("kill -KILL %d", bt.pid))
+	gone := fmt.Sprintf("! kill -0 %d 2>/dev/null", bt.pid)
+	for range 9 {
+		_, _ = v.sh(ctx, fmt.Sprintf("kill -INT %d", bt.pid))
+		if v.waitFor(ctx, "bpftrace exit", gone, 20*time.Second) == nil {
+			return nil
+		}
 	}
+	state, _ := v.sh(ctx, fmt.Sprintf("grep -E '^(State|SigIgn|SigCgt|SigPnd|ShdPnd)' /proc/%[1]d/status; cat /proc/%[1]d/wchan; echo; cat /proc/%[1]d/stack", bt.pid))
+	_, _ = v.sh(ctx, fmt.Sprintf("kill -KILL %d", bt.pid))
+	return fmt.Errorf("bpftrace did not exit within 3 minutes of SIGINT (killed): %s", strings.Join(strings.Fields(state), " "))
 }
 
 var (
@@ -486,7 +497,7 @@ func (b *Bench) bpftracePeer(ctx context.Context, v *VM, mode string) (PeerRun, 
 	stopped := false
 	defer func() {
 		if !stopped {
-			bt.stop(ctx)
+			_ = bt.stop(ctx)
 		}
 	}()
 	pid, out := bt.pid, bt.out
@@ -531,8 +542,10 @@ func (b *Bench) bpftracePeer(ctx context.Context, v *VM, mode string) (PeerRun, 
 	}
 	p.ConsumerCPU = cpu1 - cpu0
 	p.IdleCPU = time.Duration(idle * float64(time.Since(start)))
-	bt.stop(ctx)
 	stopped = true
+	if err := bt.stop(ctx); err != nil {
+		return p, err
+	}
 	text, err := v.sh(ctx, "grep -v '^"+dir+"/' "+out+" || true")
 	if err != nil {
 		return p, err
