@@ -8,7 +8,9 @@
 //    same tracepoint's raw form, when the loader pins the probe).
 //  - bpf (the eBPF-only probe, for hosts that cannot load the module):
 //    fentry_security_file_open and fexit_open see the same creations without
-//    a module, on kernels with BTF and BPF trampolines.
+//    a module, on kernels with BTF and BPF trampolines; the fexit programs
+//    on security_path_mknod/link and vfs_create/link see mknod(2) and
+//    linkat(2) of O_TMPFILE files, as the module's kretprobes do.
 //
 // The loader loads the programs of one probe only (loader-go/internal/kernel).
 // Both write the same records: a struct event_hdr followed by exactly
@@ -24,6 +26,7 @@
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
 
 #define PATH_MAX 4096
 #define NAME_MAX 255
@@ -34,6 +37,13 @@
 #define FMODE_CREATED 0x100000
 #define O_CREAT 00000100
 #define FW_PATH_UNRESOLVED 1
+// How the file was created, in bits 8 to 15 of flags (as the module sets
+// them, kmod/filewatcher_trace.h); 0 is an open.
+#define FW_KIND_SHIFT 8
+#define FW_KIND_MKNOD 2
+#define FW_KIND_TMPFILE_LINK 3
+#define S_IFMT 00170000
+#define S_IFREG 0100000
 
 // Mirrors /sys/kernel/tracing/events/filewatcher/file_created/format:
 //
@@ -62,24 +72,41 @@ struct file_created_ctx {
 // running kernel's BTF when the loader loads the program, so the offsets are
 // the running kernel's, whatever its struct layout; a member it lacks fails
 // the load, never reads the wrong memory.
-struct vfsmount;
 struct qstr {
+	unsigned int len;
 	const unsigned char *name;
 } __attribute__((preserve_access_index));
 struct inode_operations {
 	void *atomic_open;
 } __attribute__((preserve_access_index));
 struct inode {
+	unsigned short i_mode;
 	const struct inode_operations *i_op;
+	unsigned int i_nlink;
 } __attribute__((preserve_access_index));
 struct dentry {
 	struct dentry *d_parent;
 	struct qstr d_name;
 	struct inode *d_inode;
 } __attribute__((preserve_access_index));
+struct vfsmount {
+	struct dentry *mnt_root;
+} __attribute__((preserve_access_index));
+// fs/mount.h: a struct vfsmount is the member mnt of its struct mount.
+struct mount {
+	struct mount *mnt_parent;
+	struct dentry *mnt_mountpoint;
+	struct vfsmount mnt;
+} __attribute__((preserve_access_index));
 struct path {
 	struct vfsmount *mnt;
 	struct dentry *dentry;
+} __attribute__((preserve_access_index));
+struct fs_struct {
+	struct path root;
+} __attribute__((preserve_access_index));
+struct task_struct {
+	struct fs_struct *fs;
 } __attribute__((preserve_access_index));
 struct file {
 	struct path f_path;
@@ -151,17 +178,20 @@ struct {
 // between its last checkpoint and what the ring still holds.
 #define STREAM_OPEN 0	// file_created, fentry_security_file_open
 #define STREAM_EXIT 1	// fexit_open
+#define STREAM_ROUTE 2	// fexit_vfs_create_*, fexit_vfs_link_*
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 3);
 	__type(key, __u32);
 	__type(value, __u64);
 } streams SEC(".maps");
 
-// A struct event (4 KiB) does not fit on the 512-byte BPF stack.
+// A struct event (4 KiB) does not fit on the 512-byte BPF stack. One per
+// stream slot (STREAM_*), since programs of different slots may interleave
+// on a CPU.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 3);
 	__type(key, __u32);
 	__type(value, struct pending);
 } scratch SEC(".maps");
@@ -279,6 +309,20 @@ int file_created_raw(struct bpf_raw_tracepoint_args *ctx)
 	return forward((const void *)ctx->args[0], (__u32)ctx->args[1]);
 }
 
+// The task's mark of part 3 (below); see there.
+struct route_mark {
+	__u64 dentry;
+	__u64 mnt;
+	__u32 kind;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64); // pid_tgid
+	__type(value, struct route_mark);
+} route_marks SEC(".maps");
+
 // The eBPF-only probe, part 1: every open reaches security_file_open() once
 // its struct file has a path, and bpf_d_path() may run here (the kernel
 // allows it only on a list of functions this is on). The filesystem has set
@@ -299,6 +343,11 @@ int fentry_security_file_open(__u64 *ctx)
 			return 0;
 		wait = 1;
 	}
+	// An open that creates passes security_path_mknod() too (may_o_create()),
+	// and fexit_path_mknod cannot tell it from mknod(2): drop that mark, so
+	// that it can never match a later vfs_create() (part 3).
+	__u64 task = bpf_get_current_pid_tgid();
+	bpf_map_delete_elem(&route_marks, &task);
 
 	__u32 zero = 0;
 	struct pending *p = bpf_map_lookup_elem(&scratch, &zero);
@@ -352,6 +401,209 @@ int fexit_open(__u64 *ctx)
 		submit(&p->ev, c, STREAM_EXIT);
 	bpf_map_delete_elem(&pending_opens, &key);
 	return 0;
+}
+
+// The eBPF-only probe, part 3: creations without an open, as the module sees
+// them (kmod/filewatcher.c, "Creations without an open"). mknod(2) of a
+// regular file makes it in vfs_create(); linkat(2) (a syscall or io_uring)
+// giving an O_TMPFILE file its first name makes it appear in vfs_link().
+// Neither gets the vfsmount a path needs: the security_path_mknod() and
+// security_path_link() hooks that precede them in the syscall do.
+// fexit_path_mknod and fexit_path_link mark the task when the hook allowed
+// the call: the new dentry, the directory's vfsmount, the kind (MKNOD for a
+// regular file, TMPFILE_LINK for a source with no links yet, which only an
+// O_TMPFILE file can be; a hard link of an existing file is not marked).
+// fexit_vfs_create_* and fexit_vfs_link_* take the mark when they return for
+// the marked dentry, and send the event if the call succeeded. The nested
+// calls of overlayfs and ecryptfs on their backing files have other
+// dentries; nfsd, ksmbd and cachefiles pass no security_path_*() hook. A
+// task has one mark at most; a stale one (its return was never seen) is
+// replaced by the task's next, or leaves the LRU map.
+static __always_inline void mark_route(struct dentry *dentry, const struct path *dir, __u32 kind)
+{
+	__u64 key = bpf_get_current_pid_tgid();
+	struct route_mark m = {
+		.dentry = (__u64)dentry,
+		.mnt = (__u64)BPF_CORE_READ(dir, mnt),
+		.kind = kind,
+	};
+	bpf_map_update_elem(&route_marks, &key, &m, BPF_ANY);
+}
+
+SEC("fexit/security_path_mknod")
+int fexit_path_mknod(__u64 *ctx) // (const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev) = int
+{
+	const struct path *dir = (const struct path *)ctx[0];
+	struct dentry *dentry = (struct dentry *)ctx[1];
+	__u32 mode = (__u16)ctx[2];
+	int ret = (int)ctx[4];
+
+	if (ret == 0 && ((mode & S_IFMT) == 0 || (mode & S_IFMT) == S_IFREG))
+		mark_route(dentry, dir, FW_KIND_MKNOD);
+	return 0;
+}
+
+SEC("fexit/security_path_link")
+int fexit_path_link(__u64 *ctx) // (struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry) = int
+{
+	struct dentry *old_dentry = (struct dentry *)ctx[0];
+	const struct path *new_dir = (const struct path *)ctx[1];
+	struct dentry *new_dentry = (struct dentry *)ctx[2];
+	int ret = (int)ctx[3];
+
+	struct inode *inode = BPF_CORE_READ(old_dentry, d_inode);
+	if (ret == 0 && inode && (BPF_CORE_READ(inode, i_mode) & S_IFMT) == S_IFREG &&
+	    BPF_CORE_READ(inode, i_nlink) == 0)
+		mark_route(new_dentry, new_dir, FW_KIND_TMPFILE_LINK);
+	return 0;
+}
+
+// Components a path may have for walk_path: a deeper one is reported by its
+// bare name, flagged, as one longer than PATH_MAX is.
+#define MAX_COMPONENTS 96
+
+// What walk_path keeps in memory rather than in registers: read back from a
+// map, each iteration's position is unknown to the verifier, so it verifies
+// the loop in time linear in MAX_COMPONENTS (a register's exact range would
+// differ along each branch taken, and no two iterations could be pruned).
+struct walk {
+	__u32 pos;		// where the path built so far starts in buf
+	char buf[PATH_MAX + NAME_MAX + 1];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct walk);
+} walks SEC(".maps");
+
+// walk_path writes into e->path the absolute path of (mnt, dentry) as the
+// current task sees it, what d_path() gives (bpf_d_path() may not run
+// here): names from the dentry up, crossing mounts to the one each is
+// mounted on, to the task's root. Returns the length, or -1 when the path
+// does not fit in PATH_MAX - 1 bytes or MAX_COMPONENTS.
+static __always_inline long walk_path(struct event *e, struct vfsmount *mnt, struct dentry *dentry)
+{
+	__u32 zero = 0;
+	struct walk *w = bpf_map_lookup_elem(&walks, &zero);
+	if (!w)
+		return -1;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct dentry *root = BPF_CORE_READ(task, fs, root.dentry);
+	struct vfsmount *root_mnt = BPF_CORE_READ(task, fs, root.mnt);
+	__u64 mnt_off = bpf_core_field_offset(struct mount, mnt);
+
+	w->pos = PATH_MAX;
+	int reached = 0;
+	for (int i = 0; i < MAX_COMPONENTS; i++) {
+		if (dentry == root && mnt == root_mnt) {
+			reached = 1;
+			break;
+		}
+		struct mount *m = (struct mount *)((void *)mnt - mnt_off);
+		if (dentry == BPF_CORE_READ(mnt, mnt_root) || dentry == BPF_CORE_READ(dentry, d_parent)) {
+			struct mount *parent = BPF_CORE_READ(m, mnt_parent);
+			if (parent == m) { // the root of the mount tree
+				reached = 1;
+				break;
+			}
+			dentry = BPF_CORE_READ(m, mnt_mountpoint);
+			mnt = (struct vfsmount *)((void *)parent + mnt_off);
+			continue;
+		}
+		__u32 len = BPF_CORE_READ(dentry, d_name.len);
+		__u32 pos = w->pos;
+		// The path is at most PATH_MAX - 1 bytes: pos stays above 0.
+		if (len > NAME_MAX || len + 1 >= pos)
+			return -1;
+		pos -= len + 1;
+		pos &= PATH_MAX - 1;
+		w->buf[pos] = '/';
+		if (bpf_probe_read_kernel(&w->buf[pos + 1], len & NAME_MAX, BPF_CORE_READ(dentry, d_name.name)))
+			return -1;
+		w->pos = pos;
+		dentry = BPF_CORE_READ(dentry, d_parent);
+	}
+	if (!reached)
+		return -1;
+	__u32 pos = w->pos;
+	if (pos >= PATH_MAX) { // the root itself
+		e->path[0] = '/';
+		return 1;
+	}
+	__u32 n = (PATH_MAX - pos) & (PATH_MAX - 1);
+	if (n == 0 || bpf_probe_read_kernel(e->path, n, &w->buf[pos & (PATH_MAX - 1)]))
+		return -1;
+	return n;
+}
+
+// vfs_create() or vfs_link() returned: send the event if it made the
+// dentry this task marked.
+static __always_inline int route_made(struct dentry *dentry, int ret)
+{
+	__u64 key = bpf_get_current_pid_tgid();
+	struct route_mark *m = bpf_map_lookup_elem(&route_marks, &key);
+	if (!m || m->dentry != (__u64)dentry)
+		return 0; // a nested or unhooked caller's, or not marked
+	struct vfsmount *mnt = (struct vfsmount *)m->mnt;
+	__u32 kind = m->kind;
+	bpf_map_delete_elem(&route_marks, &key);
+	if (ret != 0)
+		return 0;
+
+	__u32 zero = 0, slot = STREAM_ROUTE;
+	struct pending *p = bpf_map_lookup_elem(&scratch, &slot);
+	struct loss_counters *c = bpf_map_lookup_elem(&losses, &zero);
+	if (!p || !c)
+		return 0;
+	struct event *e = &p->ev;
+	__u32 flags = kind << FW_KIND_SHIFT;
+	long n = walk_path(e, mnt, dentry);
+	if (n <= 0) {
+		flags |= FW_PATH_UNRESOLVED;
+		n = bpf_probe_read_kernel_str(e->path, NAME_MAX + 1, BPF_CORE_READ(dentry, d_name.name));
+		if (n <= 0) {
+			c->read_errors++;
+			return 0;
+		}
+		n--; // without the NUL
+	}
+	fill_hdr(e, flags);
+	e->hdr.path_len = (__u32)n & (PATH_MAX - 1);
+	submit(e, c, STREAM_ROUTE);
+	return 0;
+}
+
+// One program per prototype (the loader loads the one the kernel's BTF
+// matches): where the dentry is, and the return value after the arguments.
+// vfs_create(dir, dentry, mode, excl) in 5.10; (idmap, dentry, mode,
+// delegated_inode) since 7.0.
+SEC("fexit/vfs_create")
+int fexit_vfs_create_4(__u64 *ctx)
+{
+	return route_made((struct dentry *)ctx[1], (int)ctx[4]);
+}
+
+// vfs_create(mnt_userns or idmap, dir, dentry, mode, excl): 5.12 to 6.x.
+SEC("fexit/vfs_create")
+int fexit_vfs_create_5(__u64 *ctx)
+{
+	return route_made((struct dentry *)ctx[2], (int)ctx[5]);
+}
+
+// vfs_link(old_dentry, dir, new_dentry, delegated_inode): 5.10.
+SEC("fexit/vfs_link")
+int fexit_vfs_link_4(__u64 *ctx)
+{
+	return route_made((struct dentry *)ctx[2], (int)ctx[4]);
+}
+
+// vfs_link(old_dentry, mnt_userns or idmap, dir, new_dentry, delegated_inode): 5.12 on.
+SEC("fexit/vfs_link")
+int fexit_vfs_link_5(__u64 *ctx)
+{
+	return route_made((struct dentry *)ctx[3], (int)ctx[5]);
 }
 
 char LICENSE[] SEC("license") = "GPL";

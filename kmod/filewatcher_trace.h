@@ -23,6 +23,17 @@
  */
 #define FW_PATH_UNRESOLVED	0x1
 
+/*
+ * Bits 8 to 15 of `flags`: how the file was created. 0 is an open, so that an
+ * open's flags are what they have always been; the values match the loader's
+ * EventKind (proto/filewatcher/v1), where an open is 1.
+ */
+#define FW_KIND_SHIFT		8
+#define FW_KIND_MASK		0xff00
+#define FW_KIND_OPEN		0
+#define FW_KIND_MKNOD		2
+#define FW_KIND_TMPFILE_LINK	3
+
 /* __assign_str() lost its source argument in 6.10; it comes from __string(). */
 #if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 10, 0)
 #define fw_assign_str(dst, src)	__assign_str(dst)
@@ -47,8 +58,12 @@ TRACE_EVENT(file_created,
 		__entry->flags = flags;
 	),
 
-	TP_printk("%s%s", __get_str(filename),
-		  (__entry->flags & FW_PATH_UNRESOLVED) ? " (unresolved)" : "")
+	TP_printk("%s%s%s", __get_str(filename),
+		  (__entry->flags & FW_PATH_UNRESOLVED) ? " (unresolved)" : "",
+		  __print_symbolic((__entry->flags & FW_KIND_MASK) >> FW_KIND_SHIFT,
+				   { FW_KIND_OPEN, "" },
+				   { FW_KIND_MKNOD, " (mknod)" },
+				   { FW_KIND_TMPFILE_LINK, " (tmpfile link)" }))
 );
 
 #endif /* _FILEWATCHER_TRACE_H */

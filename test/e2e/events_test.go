@@ -41,10 +41,16 @@ type scenario struct {
 	// (4095 is the longest open(2) takes); deepDir is a directory whose path
 	// leaves no room under PATH_MAX for a 200-byte name.
 	long4000, long4095, deepDir string
+	// longMknod is a 4095-byte path for mknod(2), whose path the eBPF-only
+	// probe builds itself (bpf_d_path() may not run there).
+	longMknod string
 	// oddComm is a symlink to fwopen whose name (so the comm of a process
 	// started through it) is not UTF-8.
 	oddComm string
-	want    []event
+	// ovl is an overlayfs like a container's root: ovl/lower (with the files
+	// existing-1 to -5), ovl/upper and ovl/work, mounted on ovl/merged.
+	ovl  string
+	want []event
 }
 
 func newScenario(g *guest) *scenario {
@@ -55,7 +61,9 @@ func newScenario(g *guest) *scenario {
 	s.long4000 = longPath(s.dir+"/long-a", 4000)
 	s.long4095 = longPath(s.dir+"/long-b", 4095)
 	s.deepDir = longPath(s.dir+"/deep", 4000)
+	s.longMknod = longPath(s.dir+"/long-m", 4095)
 	s.oddComm = s.dir + "/op\xffen"
+	s.ovl = s.dir + "/ovl"
 	return s
 }
 
@@ -69,13 +77,18 @@ func longPath(base string, total int) string {
 	return p + "/" + strings.Repeat("f", total-len(p)-1)
 }
 
-// setup makes the directories; none of this creates a file.
+// setup makes the directories and the overlayfs (with one file in its
+// lower layer): before the streams start, so none of it is expected.
 func (s *scenario) setup(t *testing.T) {
-	d := s.dir
+	d, o := s.dir, s.ovl
 	s.g.run(t, 0, argv("mkdir", "-p", d+"/sub", d+"/private", s.rootDir,
-		path.Dir(s.long4000), path.Dir(s.long4095), s.deepDir))
+		path.Dir(s.long4000), path.Dir(s.long4095), path.Dir(s.longMknod), s.deepDir,
+		o+"/lower", o+"/upper", o+"/work", o+"/merged"))
 	s.g.run(t, 0, argv("chmod", "1777", d))
 	s.g.run(t, 0, argv("ln", "-s", "/usr/local/bin/fwopen", s.oddComm))
+	s.g.run(t, 0, argv("sh", "-c", `for i in 1 2 3 4 5; do echo lower > "$1/existing-$i"; done`, "sh", o+"/lower"))
+	s.g.run(t, 0, argv("mount", "-t", "overlay", "overlay", "-o",
+		"lowerdir="+o+"/lower,upperdir="+o+"/upper,workdir="+o+"/work", o+"/merged"))
 }
 
 // creates creates files, each exactly once, and records the events they must
@@ -100,6 +113,43 @@ func (s *scenario) creates(t *testing.T) {
 	name200 := strings.Repeat("n", 200)
 	s.create(t, name200, "touch", vmagent.Request{Argv: vmagent.Args("touch", name200), Dir: []byte(s.deepDir)})
 	s.want[len(s.want)-1].flags = uint32(fwv1.EventFlag_EVENT_FLAG_PATH_UNRESOLVED)
+	s.createsWithoutOpen(t)
+}
+
+// createsWithoutOpen makes files no open creates: mknod(2) of a regular
+// file, and O_TMPFILE files given a name by linkat(2), both ways.
+func (s *scenario) createsWithoutOpen(t *testing.T) {
+	d := s.dir
+	mknod, tmpfile := fwv1.EventKind_EVENT_KIND_MKNOD, fwv1.EventKind_EVENT_KIND_TMPFILE_LINK
+	s.createAs(t, mknod, d+"/mknod", "fwopen", argv("fwopen", "-mknod", d+"/mknod"))
+	s.createAs(t, mknod, d+"/mknod-relative", "fwopen", vmagent.Request{Argv: vmagent.Args("fwopen", "-mknod", "sub/../mknod-relative"), Dir: []byte(d)})
+	s.createAs(t, mknod, d+"/mknod odd\n\xff", "fwopen", argv("fwopen", "-mknod", d+"/mknod odd\n\xff"))
+	s.createAs(t, mknod, s.rootDir+"/mknod-on-rootfs", "fwopen", argv("fwopen", "-mknod", s.rootDir+"/mknod-on-rootfs"))
+	s.createAs(t, mknod, s.longMknod, "fwopen", argv("fwopen", "-mknod", s.longMknod))
+	s.createAs(t, mknod, d+"/mknod-owned", "fwopen", vmagent.Request{Argv: vmagent.Args("fwopen", "-mknod", d+"/mknod-owned"), UID: u32(1234), GID: u32(4321)})
+	s.createAs(t, tmpfile, d+"/tmpfile-empty-path", "fwopen", argv("fwopen", "-tmpfile-link", "empty", d+"/tmpfile-empty-path"))
+	s.createAs(t, tmpfile, d+"/tmpfile-proc-fd", "fwopen", argv("fwopen", "-tmpfile-link", "proc", d+"/tmpfile-proc-fd"))
+	s.createAs(t, tmpfile, s.rootDir+"/tmpfile-on-rootfs", "fwopen", argv("fwopen", "-tmpfile-link", "empty", s.rootDir+"/tmpfile-on-rootfs"))
+	// Too long to resolve: the bare name, flagged, as for an open.
+	name := "mknod-" + strings.Repeat("m", 194)
+	s.createAs(t, mknod, name, "fwopen", vmagent.Request{Argv: vmagent.Args("fwopen", "-mknod", name), Dir: []byte(s.deepDir)})
+	s.want[len(s.want)-1].flags = uint32(fwv1.EventFlag_EVENT_FLAG_PATH_UNRESOLVED)
+	s.overlayCreates(t)
+}
+
+// overlayCreates creates on the overlayfs: each creation is reported once,
+// by its merged path, never again for the file overlayfs makes in the upper
+// layer underneath (its nested vfs_create(), vfs_link(), O_TMPFILE).
+func (s *scenario) overlayCreates(t *testing.T) {
+	m := s.ovl + "/merged"
+	s.create(t, m+"/opened", "touch", argv("touch", m+"/opened"))
+	s.createAs(t, fwv1.EventKind_EVENT_KIND_MKNOD, m+"/mknod", "fwopen", argv("fwopen", "-mknod", m+"/mknod"))
+	req := argv("fwopen", "-tmpfile-link", "empty", m+"/tmpfile")
+	if releaseAtLeast(s.g.release, 6, 6) {
+		s.createAs(t, fwv1.EventKind_EVENT_KIND_TMPFILE_LINK, m+"/tmpfile", "fwopen", req)
+	} else {
+		s.none(t, 95, req) // EOPNOTSUPP: overlayfs has O_TMPFILE since 6.6
+	}
 }
 
 // nonCreates opens with O_CREAT without creating, fails to create, or
@@ -115,14 +165,52 @@ func (s *scenario) nonCreates(t *testing.T) {
 	s.none(t, 2, argv("fwopen", "-creat", d+"/missing/file"))
 	s.none(t, 13, vmagent.Request{Argv: vmagent.Args("fwopen", "-creat", d+"/private/denied"), UID: u32(1234), GID: u32(4321)})
 	s.none(t, 0, argv("mkdir", d+"/a-directory"))
+	// Not creations of a file: an O_TMPFILE file never linked (nothing
+	// appears), a hard link and a rename of an existing file (a new name,
+	// not a new file), mknod(2) of what is not a regular file, a symlink.
+	s.none(t, 0, argv("fwopen", "-tmpfile", d+"/never-linked"))
+	s.none(t, 17, argv("fwopen", "-mknod", d+"/plain"))
+	s.none(t, 0, argv("ln", d+"/plain", d+"/hard-link"))
+	s.none(t, 0, argv("ln", d+"/mknod", d+"/hard-link-of-mknod"))
+	s.none(t, 0, argv("mv", d+"/hard-link", d+"/renamed"))
+	s.none(t, 0, argv("mkfifo", d+"/fifo"))
+	s.none(t, 0, argv("mknod", d+"/null", "c", "1", "3"))
+	s.none(t, 0, argv("ln", "-s", "plain", d+"/symlink"))
+	// On the overlayfs, copy-up makes a file in the upper layer, but no new
+	// file appears in the merged tree: a lower file opened for writing,
+	// without and with O_CREAT, given a hard link, renamed.
+	m := s.ovl + "/merged"
+	s.none(t, 0, argv("fwopen", m+"/existing-1"))
+	s.none(t, 0, argv("fwopen", "-creat", m+"/existing-2"))
+	s.none(t, 0, argv("ln", m+"/existing-3", m+"/hard-link"))
+	s.none(t, 0, argv("mv", m+"/existing-4", m+"/renamed"))
+	s.none(t, 17, argv("fwopen", "-mknod", m+"/existing-5"))
+	// Nothing the probes did holds the mount: it unmounts at once.
+	s.g.run(t, 0, argv("umount", m))
+}
+
+// releaseAtLeast says whether a kernel release ("6.12.95+deb12-cloud-amd64")
+// is major.minor or later.
+func releaseAtLeast(release string, major, minor int) bool {
+	var maj, min int
+	if _, err := fmt.Sscanf(release, "%d.%d", &maj, &min); err != nil {
+		panic(fmt.Sprintf("kernel release %q: %v", release, err))
+	}
+	return maj > major || maj == major && min >= minor
 }
 
 // create runs req, which must succeed, and expects one event for file from
 // the process it started (uid and gid from req, comm as given).
 func (s *scenario) create(t *testing.T, file, comm string, req vmagent.Request) {
 	t.Helper()
+	s.createAs(t, fwv1.EventKind_EVENT_KIND_OPEN, file, comm, req)
+}
+
+// createAs is create for a creation of the given kind.
+func (s *scenario) createAs(t *testing.T, kind fwv1.EventKind, file, comm string, req vmagent.Request) {
+	t.Helper()
 	resp := s.g.run(t, 0, req)
-	e := event{path: []byte(file), pid: uint32(resp.PID), tgid: uint32(resp.PID), comm: []byte(comm)}
+	e := event{path: []byte(file), pid: uint32(resp.PID), tgid: uint32(resp.PID), comm: []byte(comm), kind: kind}
 	if req.UID != nil {
 		e.uid = *req.UID
 	}

@@ -220,7 +220,7 @@ make_initramfs() {
 	printf 'root:x:0:0:root:/root:/bin/sh\n' >"$root/etc/passwd"
 	printf 'root:x:0:\n' >"$root/etc/group"
 
-	local mods want=("${net_modules[@]}") tags='' share
+	local mods want=("${net_modules[@]}" overlay) tags='' share
 	if [ ${#shares[@]} -gt 0 ]; then want+=(9p 9pnet_virtio); fi
 	for share in "${shares[@]}"; do tags+="${share##*:} "; done
 	mods=$("$here/kernels.sh" modules --kernel "$(cat "$kdir/release")" --arch "$arch" \

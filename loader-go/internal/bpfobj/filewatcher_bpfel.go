@@ -45,6 +45,20 @@ type FilewatcherPending struct {
 	}
 }
 
+type FilewatcherRouteMark struct {
+	_      structs.HostLayout
+	Dentry uint64
+	Mnt    uint64
+	Kind   uint32
+	_      [4]byte
+}
+
+type FilewatcherWalk struct {
+	_   structs.HostLayout
+	Pos uint32
+	Buf [4352]int8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -52,10 +66,18 @@ const (
 	FilewatcherMapEvents                  = "events"
 	FilewatcherMapLosses                  = "losses"
 	FilewatcherMapPendingOpens            = "pending_opens"
+	FilewatcherMapRouteMarks              = "route_marks"
 	FilewatcherMapScratch                 = "scratch"
 	FilewatcherMapStreams                 = "streams"
+	FilewatcherMapWalks                   = "walks"
 	FilewatcherProgFentrySecurityFileOpen = "fentry_security_file_open"
 	FilewatcherProgFexitOpen              = "fexit_open"
+	FilewatcherProgFexitPathLink          = "fexit_path_link"
+	FilewatcherProgFexitPathMknod         = "fexit_path_mknod"
+	FilewatcherProgFexitVfsCreate4        = "fexit_vfs_create_4"
+	FilewatcherProgFexitVfsCreate5        = "fexit_vfs_create_5"
+	FilewatcherProgFexitVfsLink4          = "fexit_vfs_link_4"
+	FilewatcherProgFexitVfsLink5          = "fexit_vfs_link_5"
 	FilewatcherProgFileCreated            = "file_created"
 	FilewatcherProgFileCreatedRaw         = "file_created_raw"
 )
@@ -104,6 +126,12 @@ type FilewatcherSpecs struct {
 type FilewatcherProgramSpecs struct {
 	FentrySecurityFileOpen *ebpf.ProgramSpec `ebpf:"fentry_security_file_open"`
 	FexitOpen              *ebpf.ProgramSpec `ebpf:"fexit_open"`
+	FexitPathLink          *ebpf.ProgramSpec `ebpf:"fexit_path_link"`
+	FexitPathMknod         *ebpf.ProgramSpec `ebpf:"fexit_path_mknod"`
+	FexitVfsCreate4        *ebpf.ProgramSpec `ebpf:"fexit_vfs_create_4"`
+	FexitVfsCreate5        *ebpf.ProgramSpec `ebpf:"fexit_vfs_create_5"`
+	FexitVfsLink4          *ebpf.ProgramSpec `ebpf:"fexit_vfs_link_4"`
+	FexitVfsLink5          *ebpf.ProgramSpec `ebpf:"fexit_vfs_link_5"`
 	FileCreated            *ebpf.ProgramSpec `ebpf:"file_created"`
 	FileCreatedRaw         *ebpf.ProgramSpec `ebpf:"file_created_raw"`
 }
@@ -115,8 +143,10 @@ type FilewatcherMapSpecs struct {
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	Losses       *ebpf.MapSpec `ebpf:"losses"`
 	PendingOpens *ebpf.MapSpec `ebpf:"pending_opens"`
+	RouteMarks   *ebpf.MapSpec `ebpf:"route_marks"`
 	Scratch      *ebpf.MapSpec `ebpf:"scratch"`
 	Streams      *ebpf.MapSpec `ebpf:"streams"`
+	Walks        *ebpf.MapSpec `ebpf:"walks"`
 }
 
 // FilewatcherVariableSpecs contains global variables before they are loaded into the kernel.
@@ -148,8 +178,10 @@ type FilewatcherMaps struct {
 	Events       *ebpf.Map `ebpf:"events"`
 	Losses       *ebpf.Map `ebpf:"losses"`
 	PendingOpens *ebpf.Map `ebpf:"pending_opens"`
+	RouteMarks   *ebpf.Map `ebpf:"route_marks"`
 	Scratch      *ebpf.Map `ebpf:"scratch"`
 	Streams      *ebpf.Map `ebpf:"streams"`
+	Walks        *ebpf.Map `ebpf:"walks"`
 }
 
 func (m *FilewatcherMaps) Close() error {
@@ -157,8 +189,10 @@ func (m *FilewatcherMaps) Close() error {
 		m.Events,
 		m.Losses,
 		m.PendingOpens,
+		m.RouteMarks,
 		m.Scratch,
 		m.Streams,
+		m.Walks,
 	)
 }
 
@@ -174,6 +208,12 @@ type FilewatcherVariables struct {
 type FilewatcherPrograms struct {
 	FentrySecurityFileOpen *ebpf.Program `ebpf:"fentry_security_file_open"`
 	FexitOpen              *ebpf.Program `ebpf:"fexit_open"`
+	FexitPathLink          *ebpf.Program `ebpf:"fexit_path_link"`
+	FexitPathMknod         *ebpf.Program `ebpf:"fexit_path_mknod"`
+	FexitVfsCreate4        *ebpf.Program `ebpf:"fexit_vfs_create_4"`
+	FexitVfsCreate5        *ebpf.Program `ebpf:"fexit_vfs_create_5"`
+	FexitVfsLink4          *ebpf.Program `ebpf:"fexit_vfs_link_4"`
+	FexitVfsLink5          *ebpf.Program `ebpf:"fexit_vfs_link_5"`
 	FileCreated            *ebpf.Program `ebpf:"file_created"`
 	FileCreatedRaw         *ebpf.Program `ebpf:"file_created_raw"`
 }
@@ -182,6 +222,12 @@ func (p *FilewatcherPrograms) Close() error {
 	return _FilewatcherClose(
 		p.FentrySecurityFileOpen,
 		p.FexitOpen,
+		p.FexitPathLink,
+		p.FexitPathMknod,
+		p.FexitVfsCreate4,
+		p.FexitVfsCreate5,
+		p.FexitVfsLink4,
+		p.FexitVfsLink5,
 		p.FileCreated,
 		p.FileCreatedRaw,
 	)

@@ -52,7 +52,7 @@ func TestCompileRejects(t *testing.T) {
 		{"too many", &pb.Filter{Uids: make([]uint32, MaxEntries+1)}, "at most 1024"},
 		{"too many with kinds", &pb.Filter{Uids: make([]uint32, MaxEntries), Kinds: []pb.EventKind{1}}, "at most 1024"},
 		{"unspecified kind", &pb.Filter{Kinds: []pb.EventKind{pb.EventKind_EVENT_KIND_OPEN, 0}},
-			"kind EVENT_KIND_UNSPECIFIED matches no event: name the kinds wanted (EVENT_KIND_OPEN)"},
+			"kind EVENT_KIND_UNSPECIFIED matches no event: name the kinds wanted (EVENT_KIND_OPEN, EVENT_KIND_MKNOD, EVENT_KIND_TMPFILE_LINK)"},
 		{"long prefix", &pb.Filter{PathPrefixes: [][]byte{make([]byte, MaxEntryLength+1)}}, "path prefix of 4097 bytes"},
 		{"long glob", &pb.Filter{PathGlobs: []string{strings.Repeat("a", MaxEntryLength+1)}}, "path glob of 4097 bytes"},
 	}

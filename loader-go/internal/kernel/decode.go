@@ -29,6 +29,14 @@ const (
 	headerSize  = 72
 )
 
+// Bits 8 to 15 of a record's flags say how the file was created
+// (FW_KIND_* in kmod/filewatcher_trace.h and bpf/filewatcher.bpf.c): the
+// EventKind's number, except 0 for an open.
+const (
+	kindShift = 8
+	kindMask  = 0xff << kindShift
+)
+
 var errRecord = errors.New("malformed ring buffer record")
 
 // streamOf returns a record's stream (program slot, CPU) and its number in
@@ -75,9 +83,12 @@ func (d *decoder) decode(raw []byte) (*pb.FileCreatedEvent, error) {
 	ev.Tgid = le.Uint32(raw[offTgid:])
 	ev.Uid = le.Uint32(raw[offUID:])
 	ev.Gid = le.Uint32(raw[offGID:])
-	ev.Flags = le.Uint32(raw[offFlags:])
-	// Both probes report opens only (mknod and tmpfile links: issue 13).
-	ev.Kind = pb.EventKind_EVENT_KIND_OPEN
+	flags := le.Uint32(raw[offFlags:])
+	ev.Flags = flags &^ kindMask
+	ev.Kind = pb.EventKind((flags & kindMask) >> kindShift)
+	if ev.Kind == pb.EventKind_EVENT_KIND_UNSPECIFIED {
+		ev.Kind = pb.EventKind_EVENT_KIND_OPEN
+	}
 	comm := raw[offComm : offComm+commLen]
 	if i := bytes.IndexByte(comm, 0); i >= 0 {
 		comm = comm[:i]

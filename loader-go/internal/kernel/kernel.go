@@ -161,6 +161,16 @@ type bpfObjects struct {
 	OpenExit         *ebpf.Program `ebpf:"fexit_open"`
 }
 
+// bpfRouteObjects are the eBPF-only probe's programs for the creations
+// without an open (mknod, O_TMPFILE links), under the names routePrograms
+// gives the variants that fit the running kernel.
+type bpfRouteObjects struct {
+	PathMknod *ebpf.Program `ebpf:"fexit_path_mknod"`
+	PathLink  *ebpf.Program `ebpf:"fexit_path_link"`
+	VfsCreate *ebpf.Program `ebpf:"route_vfs_create"`
+	VfsLink   *ebpf.Program `ebpf:"route_vfs_link"`
+}
+
 // Source reads events from the kernel.
 type Source struct {
 	probe    Probe
@@ -300,7 +310,12 @@ func (s *Source) openPinned(opts Options, id [32]byte) (bool, error) {
 	s.pinLock = lock
 	nprogs := 1
 	if opts.Probe == ProbeBPF {
-		nprogs = 2
+		nprogs = 2 // fentry security_file_open, fexit of the open function
+		if kspec, err := btf.LoadKernelSpec(); err == nil {
+			if r, _ := routePrograms(kspec); r != nil {
+				nprogs += 4
+			}
+		}
 	}
 	ok, why := s.takeOver(opts.PinDir, id, nprogs)
 	if ok {
@@ -384,6 +399,9 @@ func (s *Source) openModuleProbe(spec *ebpf.CollectionSpec, opts Options) error 
 	}
 	if s.module != nil {
 		s.function, _ = s.module.Function()
+		if routes, err := s.module.Routes(); err == nil && routes != kernelmodule.AllRoutes {
+			s.log.Warn("the module watches only some creation routes: mknod(2) and O_TMPFILE links are not reported (a kernel without CONFIG_SECURITY_PATH)", "routes", routes)
+		}
 	}
 	if opts.MountTracefs {
 		mounted, err := mountTracefs(s.log)
@@ -428,17 +446,42 @@ func (s *Source) openBPFProbe(spec *ebpf.CollectionSpec) error {
 		return fmt.Errorf("%w: %w", ErrBPFProbe, err)
 	}
 	spec.Programs[bpfobj.FilewatcherProgFexitOpen].AttachTo = s.function
-	var objs bpfObjects
-	if err := s.load(spec, &objs); err != nil {
+	routes, why := routePrograms(kspec)
+	var objs struct {
+		bpfObjects
+		bpfRouteObjects
+	}
+	if routes != nil {
+		spec.Programs["route_vfs_create"] = spec.Programs[routes.vfsCreate]
+		spec.Programs["route_vfs_link"] = spec.Programs[routes.vfsLink]
+		err = s.load(spec, &objs)
+	} else {
+		s.log.Warn("eBPF-only probe: mknod(2) and O_TMPFILE links are not reported", "reason", why)
+		err = s.load(spec, &objs.bpfObjects)
+	}
+	if err != nil {
 		return fmt.Errorf("%w: %w", ErrBPFProbe, err)
 	}
-	s.maps, s.progs = objs.ProbeMaps, []*ebpf.Program{objs.SecurityFileOpen, objs.OpenExit}
-	// fexit first: an event fentry keeps for an ->atomic_open filesystem
-	// waits for it.
-	for _, p := range []struct {
+	type attach struct {
 		prog *ebpf.Program
 		name string
-	}{{objs.OpenExit, "fexit " + s.function}, {objs.SecurityFileOpen, "fentry security_file_open"}} {
+	}
+	// Marks before what reads them; fexit before fentry: an event fentry
+	// keeps for an ->atomic_open filesystem waits for it.
+	var order []attach
+	if routes != nil {
+		order = append(order,
+			attach{objs.PathMknod, "fexit security_path_mknod"},
+			attach{objs.PathLink, "fexit security_path_link"},
+			attach{objs.VfsCreate, "fexit vfs_create"},
+			attach{objs.VfsLink, "fexit vfs_link"})
+	}
+	order = append(order, attach{objs.OpenExit, "fexit " + s.function}, attach{objs.SecurityFileOpen, "fentry security_file_open"})
+	s.maps = objs.ProbeMaps
+	for _, p := range order {
+		s.progs = append(s.progs, p.prog)
+	}
+	for _, p := range order {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p.prog})
 		if err != nil {
 			if errors.Is(err, errnoENOTSUPP) || errors.Is(err, ebpf.ErrNotSupported) {
@@ -449,6 +492,88 @@ func (s *Source) openBPFProbe(spec *ebpf.CollectionSpec) error {
 		s.links = append(s.links, l)
 	}
 	return nil
+}
+
+// bpfRoutes names the variants of the route programs that fit the running
+// kernel's prototypes (one program per prototype: the verifier checks each
+// argument read against the function's BTF).
+type bpfRoutes struct {
+	vfsCreate, vfsLink string
+}
+
+// routePrograms checks, in the kernel's BTF, the four functions the route
+// programs attach to, and picks the vfs_create and vfs_link variants. nil
+// and the reason when the kernel lacks one (security_path_*() exist only
+// with CONFIG_SECURITY_PATH) or has a prototype the programs do not know.
+func routePrograms(spec *btf.Spec) (*bpfRoutes, string) {
+	var r bpfRoutes
+	for _, f := range []struct {
+		fn, param string
+		index     int
+		nparams   int
+		prog      *string
+	}{
+		{"security_path_mknod", "dentry", 1, 4, nil},
+		{"security_path_link", "new_dentry", 2, 3, nil},
+		{"vfs_create", "dentry", 1, 4, &r.vfsCreate},
+		{"vfs_create", "dentry", 2, 5, &r.vfsCreate},
+		{"vfs_link", "new_dentry", 2, 4, &r.vfsLink},
+		{"vfs_link", "new_dentry", 3, 5, &r.vfsLink},
+	} {
+		proto, err := funcProto(spec, f.fn)
+		if err != nil {
+			return nil, err.Error()
+		}
+		i, err := paramIndex(proto, f.fn, f.param)
+		if err != nil {
+			return nil, err.Error()
+		}
+		if i != f.index || len(proto.Params) != f.nparams {
+			continue
+		}
+		if f.prog != nil {
+			*f.prog = fmt.Sprintf("fexit_%s_%d", f.fn, f.nparams)
+		}
+	}
+	if r.vfsCreate == "" || r.vfsLink == "" {
+		return nil, "vfs_create or vfs_link has a prototype the eBPF-only probe does not know"
+	}
+	return &r, ""
+}
+
+// paramIndex returns the position of fn's parameter param (a struct dentry
+// pointer) in its prototype proto.
+func paramIndex(proto *btf.FuncProto, fn, param string) (int, error) {
+	for i, p := range proto.Params {
+		if p.Name == param && pointsTo(p.Type, "dentry") {
+			return i, nil
+		}
+	}
+	return 0, fmt.Errorf("%s in the kernel's BTF has no parameter %s (struct dentry *)", fn, param)
+}
+
+func funcProto(spec *btf.Spec, name string) (*btf.FuncProto, error) {
+	var fn *btf.Func
+	if err := spec.TypeByName(name, &fn); errors.Is(err, btf.ErrNotFound) {
+		return nil, fmt.Errorf("the kernel's BTF has no %s: %w", name, err)
+	} else if err != nil {
+		return nil, fmt.Errorf("look up %s in the kernel's BTF: %w", name, err)
+	}
+	proto, _ := fn.Type.(*btf.FuncProto)
+	if proto == nil {
+		return nil, fmt.Errorf("%s in the kernel's BTF is not a function", name)
+	}
+	return proto, nil
+}
+
+// pointsTo says whether t is a pointer to (const) struct name.
+func pointsTo(t btf.Type, name string) bool {
+	p, ok := btf.UnderlyingType(t).(*btf.Pointer)
+	if !ok {
+		return false
+	}
+	st, ok := btf.UnderlyingType(p.Target).(*btf.Struct)
+	return ok && st.Name == name
 }
 
 // openFunction returns the first of OpenFunctions in the kernel's BTF. It

@@ -54,7 +54,7 @@ import (
 )
 
 // Stream slots, as STREAM_* in bpf/filewatcher.bpf.c.
-const streamSlots = 2
+const streamSlots = 3
 
 // Names of the pinned objects in the pin directory; links and programs are
 // link0, prog0, link1, prog1 in the order the probe attaches them.

@@ -30,7 +30,7 @@ func TestCheckpointRoundTrip(t *testing.T) {
 			PathUnresolved: 5, ProgramSkipped: 6, Unexplained: 7, LoaderRestart: 8},
 		last: lossCounts{ringbufFullPerCPU: []uint64{9, 10, 11}, readErrors: 12, kprobeMissed: 13,
 			programSkipped: 14, eventsFired: 15},
-		streams: [streamSlots][]uint64{{16, 17, 18}, {19, 20, 21}}}
+		streams: [streamSlots][]uint64{{16, 17, 18}, {19, 20, 21}, {22, 23, 24}}}
 	for i := range c.identity {
 		c.identity[i] = byte(i)
 	}
@@ -119,7 +119,7 @@ func TestTakeOver(t *testing.T) {
 	p := &pinState{dir: t.TempDir(), m: ckMap, ncpu: 2, buf: make([]byte, checkpointSize(2)),
 		ck: checkpoint{next: 101, last: lossCounts{ringbufFullPerCPU: []uint64{0, 0}},
 			loss:    &pb.LossCounters{LoaderRestart: 4},
-			streams: [streamSlots][]uint64{{10, 20}, {0, 0}}},
+			streams: [streamSlots][]uint64{{10, 20}, {0, 0}, {0, 0}}},
 	}
 	p.resumed = &Resumed{Next: 101, Loss: proto.Clone(p.ck.loss).(*pb.LossCounters)}
 	ring := &fakeRing{clock: time.Unix(1000, 0), steps: []step{
@@ -134,7 +134,7 @@ func TestTakeOver(t *testing.T) {
 	}}
 	s := &Source{log: slog.New(slog.DiscardHandler), records: ring, timeNow: ring.now, pins: p,
 		readLosses:  func(last lossCounts) (lossCounts, error) { return last, nil },
-		readWritten: func() ([streamSlots][]uint64, error) { return [streamSlots][]uint64{{15, 25}, {5, 0}}, nil }}
+		readWritten: func() ([streamSlots][]uint64, error) { return [streamSlots][]uint64{{15, 25}, {5, 0}, {0, 0}}, nil }}
 	s.resumeFrom(p)
 	h := hub.New("run", hub.Options{})
 	h.Resume(101, p.resumed.Loss)
@@ -176,7 +176,7 @@ func TestTakeOver(t *testing.T) {
 		t.Errorf("loss.loader_restart = %d, want 15 (4 before, 11 now)", loss.LoaderRestart)
 	}
 	last := ckMap.values[len(ckMap.values)-1]
-	if want := [streamSlots][]uint64{{16, 26}, {5, 0}}; !reflect.DeepEqual(last.streams, want) || last.next != 118 ||
+	if want := [streamSlots][]uint64{{16, 26}, {5, 0}, {0, 0}}; !reflect.DeepEqual(last.streams, want) || last.next != 118 ||
 		last.loss.LoaderRestart != 15 || last.recordsRead != 6 {
 		t.Errorf("last checkpoint: streams %v next %d loader_restart %d records_read %d; want streams %v next 118, 15, 6",
 			last.streams, last.next, last.loss.LoaderRestart, last.recordsRead, want)

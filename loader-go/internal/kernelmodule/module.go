@@ -245,6 +245,20 @@ func (m *Module) Function() (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
+// AllRoutes is what the module's routes file says when it watches every
+// creation route it knows (kmod/filewatcher.c, routes_show).
+const AllRoutes = "open mknod tmpfile_link"
+
+// Routes reads the creation routes the module watches: AllRoutes, or "open"
+// on a kernel without CONFIG_SECURITY_PATH.
+func (m *Module) Routes() (string, error) {
+	b, err := os.ReadFile(filepath.Join(m.sysfs, "kernel", Name, "routes"))
+	if err != nil {
+		return "", fmt.Errorf("read the module's routes: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
 // Close unloads the module if this process loaded it. Programs attached to
 // its tracepoint must be detached first.
 func (m *Module) Close() error {

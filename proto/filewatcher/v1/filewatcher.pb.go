@@ -244,10 +244,9 @@ func (EventFlag) EnumDescriptor() ([]byte, []int) {
 	return file_filewatcher_v1_filewatcher_proto_rawDescGZIP(), []int{2}
 }
 
-// EventKind says which route through the kernel created the file. Only
-// opens are reported so far; the routes that create files without one
-// (mknod(2) of a regular file, linkat(2) of an O_TMPFILE file, the NFS and
-// SMB servers) will get their own values when they are (issue 13).
+// EventKind says which route through the kernel created the file. The NFS
+// and SMB servers' creations will get their own values when they are
+// reported (issue 13).
 type EventKind int32
 
 const (
@@ -256,6 +255,12 @@ const (
 	// An open with O_CREAT that created the file: open, openat, openat2,
 	// creat, io_uring's OPENAT and OPENAT2, and the kernel's own filp_open.
 	EventKind_EVENT_KIND_OPEN EventKind = 1
+	// mknod(2) or mknodat(2) of a regular file (S_IFREG, or mode type 0).
+	EventKind_EVENT_KIND_MKNOD EventKind = 2
+	// A file made with O_TMPFILE (no name, nothing to see yet) given its first
+	// name by linkat(2) or io_uring's LINKAT, through AT_EMPTY_PATH or
+	// /proc/self/fd/N: the moment it appears in a directory.
+	EventKind_EVENT_KIND_TMPFILE_LINK EventKind = 3
 )
 
 // Enum value maps for EventKind.
@@ -263,10 +268,14 @@ var (
 	EventKind_name = map[int32]string{
 		0: "EVENT_KIND_UNSPECIFIED",
 		1: "EVENT_KIND_OPEN",
+		2: "EVENT_KIND_MKNOD",
+		3: "EVENT_KIND_TMPFILE_LINK",
 	}
 	EventKind_value = map[string]int32{
-		"EVENT_KIND_UNSPECIFIED": 0,
-		"EVENT_KIND_OPEN":        1,
+		"EVENT_KIND_UNSPECIFIED":  0,
+		"EVENT_KIND_OPEN":         1,
+		"EVENT_KIND_MKNOD":        2,
+		"EVENT_KIND_TMPFILE_LINK": 3,
 	}
 )
 
@@ -558,7 +567,8 @@ func (x *Gap) GetReason() GapReason {
 	return GapReason_GAP_REASON_UNSPECIFIED
 }
 
-// FileCreatedEvent is one file created, by an open(2)-family call (kind).
+// FileCreatedEvent is one file created: by an open(2)-family call, mknod(2),
+// or linking an O_TMPFILE file (kind).
 type FileCreatedEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Dense within run_id, starting at 1.
@@ -1497,10 +1507,12 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"\x19GAP_REASON_LOADER_RESTART\x10\b*G\n" +
 	"\tEventFlag\x12\x1a\n" +
 	"\x16EVENT_FLAG_UNSPECIFIED\x10\x00\x12\x1e\n" +
-	"\x1aEVENT_FLAG_PATH_UNRESOLVED\x10\x01*<\n" +
+	"\x1aEVENT_FLAG_PATH_UNRESOLVED\x10\x01*o\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n" +
-	"\x0fEVENT_KIND_OPEN\x10\x012\xb4\x01\n" +
+	"\x0fEVENT_KIND_OPEN\x10\x01\x12\x14\n" +
+	"\x10EVENT_KIND_MKNOD\x10\x02\x12\x1b\n" +
+	"\x17EVENT_KIND_TMPFILE_LINK\x10\x032\xb4\x01\n" +
 	"\fEventService\x12R\n" +
 	"\tSubscribe\x12 .filewatcher.v1.SubscribeRequest\x1a!.filewatcher.v1.SubscribeResponse0\x01\x12P\n" +
 	"\tGetStatus\x12 .filewatcher.v1.GetStatusRequest\x1a!.filewatcher.v1.GetStatusResponseBGZEgithub.com/filewatcher/filewatcher/proto/filewatcher/v1;filewatcherv1b\x06proto3"

@@ -2,10 +2,9 @@
 // Original file: proto/filewatcher/v1/filewatcher.proto
 
 /**
- * EventKind says which route through the kernel created the file. Only
- * opens are reported so far; the routes that create files without one
- * (mknod(2) of a regular file, linkat(2) of an O_TMPFILE file, the NFS and
- * SMB servers) will get their own values when they are (issue 13).
+ * EventKind says which route through the kernel created the file. The NFS
+ * and SMB servers' creations will get their own values when they are
+ * reported (issue 13).
  */
 export const EventKind = {
   /**
@@ -17,13 +16,22 @@ export const EventKind = {
    * creat, io_uring's OPENAT and OPENAT2, and the kernel's own filp_open.
    */
   EVENT_KIND_OPEN: 1,
+  /**
+   * mknod(2) or mknodat(2) of a regular file (S_IFREG, or mode type 0).
+   */
+  EVENT_KIND_MKNOD: 2,
+  /**
+   * A file made with O_TMPFILE (no name, nothing to see yet) given its first
+   * name by linkat(2) or io_uring's LINKAT, through AT_EMPTY_PATH or
+   * /proc/self/fd/N: the moment it appears in a directory.
+   */
+  EVENT_KIND_TMPFILE_LINK: 3,
 } as const;
 
 /**
- * EventKind says which route through the kernel created the file. Only
- * opens are reported so far; the routes that create files without one
- * (mknod(2) of a regular file, linkat(2) of an O_TMPFILE file, the NFS and
- * SMB servers) will get their own values when they are (issue 13).
+ * EventKind says which route through the kernel created the file. The NFS
+ * and SMB servers' creations will get their own values when they are
+ * reported (issue 13).
  */
 export type EventKind =
   /**
@@ -36,12 +44,23 @@ export type EventKind =
    * creat, io_uring's OPENAT and OPENAT2, and the kernel's own filp_open.
    */
   | 'EVENT_KIND_OPEN'
-  | 1;
+  | 1
+  /**
+   * mknod(2) or mknodat(2) of a regular file (S_IFREG, or mode type 0).
+   */
+  | 'EVENT_KIND_MKNOD'
+  | 2
+  /**
+   * A file made with O_TMPFILE (no name, nothing to see yet) given its first
+   * name by linkat(2) or io_uring's LINKAT, through AT_EMPTY_PATH or
+   * /proc/self/fd/N: the moment it appears in a directory.
+   */
+  | 'EVENT_KIND_TMPFILE_LINK'
+  | 3;
 
 /**
- * EventKind says which route through the kernel created the file. Only
- * opens are reported so far; the routes that create files without one
- * (mknod(2) of a regular file, linkat(2) of an O_TMPFILE file, the NFS and
- * SMB servers) will get their own values when they are (issue 13).
+ * EventKind says which route through the kernel created the file. The NFS
+ * and SMB servers' creations will get their own values when they are
+ * reported (issue 13).
  */
 export type EventKind__Output = (typeof EventKind)[keyof typeof EventKind];

@@ -8,7 +8,8 @@ import type {
 import type { Long } from '@grpc/proto-loader';
 
 /**
- * FileCreatedEvent is one file created, by an open(2)-family call (kind).
+ * FileCreatedEvent is one file created: by an open(2)-family call, mknod(2),
+ * or linking an O_TMPFILE file (kind).
  */
 export interface FileCreatedEvent {
   /**
@@ -64,7 +65,8 @@ export interface FileCreatedEvent {
 }
 
 /**
- * FileCreatedEvent is one file created, by an open(2)-family call (kind).
+ * FileCreatedEvent is one file created: by an open(2)-family call, mknod(2),
+ * or linking an O_TMPFILE file (kind).
  */
 export interface FileCreatedEvent__Output {
   /**
