@@ -12,6 +12,9 @@
  *    path, or its bare name flagged FW_PATH_UNRESOLVED when the absolute
  *    path does not fit in PATH_MAX. Nothing is ever silently truncated.
  *
+ * file_open_root(), which suid-safe core dumps open through without the open
+ * function, has a kretprobe with the same return handler.
+ *
  * mknod(2) of a regular file and linkat(2) of an O_TMPFILE file create a file
  * without an open; four more kretprobes see them (see "Creations without an
  * open" below).
@@ -221,6 +224,20 @@ static struct kretprobe fw_rp = {
 };
 
 /*
+ * file_open_root() opens relative to a root it is given, without the open
+ * function: the kernel's suid-safe core dumps (fs.suid_dumpable=2) are
+ * written through it. It returns the struct file as the open function does,
+ * so fw_ret serves it too. It is exported, with its prototype in
+ * linux/fs.h, checked at build time (filewatcher_init); its calls are rare,
+ * so every call is watched, without an entry handler.
+ */
+static struct kretprobe fw_root_rp = {
+	.kp.symbol_name	= "file_open_root",
+	.handler	= fw_ret,
+};
+#define fw_proto_is(fn, ret, ...) __builtin_types_compatible_p(typeof(fn), ret(__VA_ARGS__))
+
+/*
  * Creations without an open.
  *
  * mknod(2) of a regular file makes it in vfs_create(); linkat(2) giving an
@@ -393,7 +410,7 @@ static void fw_sweep(struct work_struct *work)
 struct delegated_inode;
 struct mnt_idmap;
 struct user_namespace;
-#define fw_is(fn, ...)	__builtin_types_compatible_p(typeof(fn), int(__VA_ARGS__))
+#define fw_is(fn, ...)	fw_proto_is(fn, int, __VA_ARGS__)
 #define FW_VFS_CREATE_DENTRY_ARG \
 	(fw_is(vfs_create, struct inode *, struct dentry *, umode_t, bool) ? 1 : \
 	 fw_is(vfs_create, struct user_namespace *, struct inode *, struct dentry *, umode_t, bool) ? 2 : \
@@ -623,7 +640,9 @@ static ssize_t kprobe_missed_show(struct kobject *kobj,
 				  struct kobj_attribute *attr, char *buf)
 {
 	u64 missed = (u64)(unsigned int)READ_ONCE(fw_rp.nmissed) +
-		     READ_ONCE(fw_rp.kp.nmissed);
+		     READ_ONCE(fw_rp.kp.nmissed) +
+		     (u64)(unsigned int)READ_ONCE(fw_root_rp.nmissed) +
+		     READ_ONCE(fw_root_rp.kp.nmissed);
 	unsigned int i;
 
 	/*
@@ -782,6 +801,7 @@ static void fw_unregister(void)
 		cancel_delayed_work_sync(&fw_sweep_work);
 		fw_drop_marks(true);
 	}
+	unregister_kretprobe(&fw_root_rp);
 	unregister_kretprobe(&fw_rp);
 }
 
@@ -789,6 +809,9 @@ static int __init filewatcher_init(void)
 {
 	int ret;
 
+	BUILD_BUG_ON_MSG(!fw_proto_is(file_open_root, struct file *, const struct path *, const char *, int, umode_t) &&
+			 !fw_proto_is(file_open_root, struct file *, struct dentry *, struct vfsmount *, const char *, int, umode_t),
+			 "file_open_root() does not return the struct file fw_ret reads");
 	BUILD_BUG_ON_MSG(FW_VFS_CREATE_DENTRY_ARG < 0,
 			 "vfs_create() has a prototype this module does not know: add it to FW_VFS_CREATE_DENTRY_ARG");
 	BUILD_BUG_ON_MSG(FW_VFS_LINK_NEW_DENTRY_ARG < 0,
@@ -808,6 +831,13 @@ static int __init filewatcher_init(void)
 	ret = fw_register_first(&fw_rp.kp, &fw_rp, FW_OPEN_FUNCTIONS, fw_function);
 	if (ret)
 		goto free_path_bufs;
+	fw_root_rp.maxactive = fw_rp.maxactive;
+	ret = register_kretprobe(&fw_root_rp);
+	if (ret) {
+		pr_err("cannot probe file_open_root: %d\n", ret);
+		unregister_kretprobe(&fw_rp);
+		goto free_path_bufs;
+	}
 	fw_register_routes();
 
 	/* After: sysfs shows fw_function, which fw_register_first() sets. */

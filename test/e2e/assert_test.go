@@ -5,6 +5,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -19,10 +20,24 @@ type event struct {
 	uid, gid  uint32
 	comm      []byte
 	kind      fwv1.EventKind // 0: EVENT_KIND_OPEN
+	// An expectation of a creation io_uring ran in a worker: workers are
+	// the worker threads of process tgid (Linux 5.12 on), one of which is
+	// pid; without them (5.10's workers are kernel threads, not the
+	// process's) pid and tgid are the worker's, unknown, and comm only
+	// starts with commPrefix.
+	workers    []uint32
+	commPrefix []byte
 }
 
 func (e event) String() string {
-	return fmt.Sprintf("path=%q flags=%d kind=%v pid=%d tgid=%d uid=%d gid=%d comm=%q", shorten(e.path), e.flags, e.kindOrOpen(), e.pid, e.tgid, e.uid, e.gid, e.comm)
+	who := fmt.Sprintf("pid=%d tgid=%d comm=%q", e.pid, e.tgid, e.comm)
+	switch {
+	case len(e.workers) > 0:
+		who = fmt.Sprintf("pid=one of %v tgid=%d comm=%q", e.workers, e.tgid, e.comm)
+	case e.commPrefix != nil:
+		who = fmt.Sprintf("pid=any tgid=any comm=%q...", e.commPrefix)
+	}
+	return fmt.Sprintf("path=%q flags=%d kind=%v uid=%d gid=%d %s", shorten(e.path), e.flags, e.kindOrOpen(), e.uid, e.gid, who)
 }
 
 func fromProto(e *fwv1.FileCreatedEvent) event {
@@ -38,9 +53,18 @@ func (e event) kindOrOpen() fwv1.EventKind {
 	return e.kind
 }
 
+// equal says whether e (an event received) is o (an expectation).
 func (e event) equal(o event) bool {
-	return bytes.Equal(e.path, o.path) && e.flags == o.flags && e.pid == o.pid && e.tgid == o.tgid &&
-		e.uid == o.uid && e.gid == o.gid && bytes.Equal(e.comm, o.comm) && e.kindOrOpen() == o.kindOrOpen()
+	if !bytes.Equal(e.path, o.path) || e.flags != o.flags || e.uid != o.uid || e.gid != o.gid || e.kindOrOpen() != o.kindOrOpen() {
+		return false
+	}
+	switch {
+	case len(o.workers) > 0:
+		return slices.Contains(o.workers, e.pid) && e.tgid == o.tgid && bytes.Equal(e.comm, o.comm)
+	case o.commPrefix != nil:
+		return bytes.HasPrefix(e.comm, o.commPrefix)
+	}
+	return e.pid == o.pid && e.tgid == o.tgid && bytes.Equal(e.comm, o.comm)
 }
 
 // shorten keeps long paths readable in failure messages.

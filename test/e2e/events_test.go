@@ -83,7 +83,7 @@ func (s *scenario) setup(t *testing.T) {
 	d, o := s.dir, s.ovl
 	s.g.run(t, 0, argv("mkdir", "-p", d+"/sub", d+"/private", s.rootDir,
 		path.Dir(s.long4000), path.Dir(s.long4095), path.Dir(s.longMknod), s.deepDir,
-		o+"/lower", o+"/upper", o+"/work", o+"/merged"))
+		o+"/lower", o+"/upper", o+"/work", o+"/merged", d+"/cores"))
 	s.g.run(t, 0, argv("chmod", "1777", d))
 	s.g.run(t, 0, argv("ln", "-s", "/usr/local/bin/fwopen", s.oddComm))
 	s.g.run(t, 0, argv("sh", "-c", `for i in 1 2 3 4 5; do echo lower > "$1/existing-$i"; done`, "sh", o+"/lower"))
@@ -130,11 +130,40 @@ func (s *scenario) createsWithoutOpen(t *testing.T) {
 	s.createAs(t, tmpfile, d+"/tmpfile-empty-path", "fwopen", argv("fwopen", "-tmpfile-link", "empty", d+"/tmpfile-empty-path"))
 	s.createAs(t, tmpfile, d+"/tmpfile-proc-fd", "fwopen", argv("fwopen", "-tmpfile-link", "proc", d+"/tmpfile-proc-fd"))
 	s.createAs(t, tmpfile, s.rootDir+"/tmpfile-on-rootfs", "fwopen", argv("fwopen", "-tmpfile-link", "empty", s.rootDir+"/tmpfile-on-rootfs"))
+	// io_uring: a creating open, and both ways of linking, run in a worker.
+	s.createByWorker(t, fwv1.EventKind_EVENT_KIND_OPEN, d+"/uring-openat", argv("fwopen", "-uring", "-creat", d+"/uring-openat"))
+	for _, via := range []string{"empty", "proc"} {
+		req := argv("fwopen", "-uring", "-tmpfile-link", via, d+"/uring-tmpfile-"+via)
+		if releaseAtLeast(s.g.release, 5, 15) {
+			s.createByWorker(t, tmpfile, d+"/uring-tmpfile-"+via, req)
+		} else {
+			s.none(t, 22, req) // EINVAL: IORING_OP_LINKAT is 5.15's
+		}
+	}
 	// Too long to resolve: the bare name, flagged, as for an open.
 	name := "mknod-" + strings.Repeat("m", 194)
 	s.createAs(t, mknod, name, "fwopen", vmagent.Request{Argv: vmagent.Args("fwopen", "-mknod", name), Dir: []byte(s.deepDir)})
 	s.want[len(s.want)-1].flags = uint32(fwv1.EventFlag_EVENT_FLAG_PATH_UNRESOLVED)
 	s.overlayCreates(t)
+	s.coreDumps(t)
+}
+
+// coreDumps makes the kernel write core files, in the crashing process's
+// context: through filp_open() (the open function) for an ordinary
+// process, through file_open_root() (no open function) for one that changed
+// its credentials, when fs.suid_dumpable is 2.
+func (s *scenario) coreDumps(t *testing.T) {
+	cores := s.dir + "/cores"
+	s.g.sh(t, "echo '"+cores+"/core.%p' > /proc/sys/kernel/core_pattern && echo 2 > /proc/sys/fs/suid_dumpable")
+	defer s.g.sh(t, "echo core > /proc/sys/kernel/core_pattern && echo 0 > /proc/sys/fs/suid_dumpable")
+	for _, uid := range []int{-1, 1234} {
+		resp := s.g.run(t, 134, argv("fwopen", "-crash", "-crash-uid", fmt.Sprint(uid), cores)) // SIGABRT
+		e := event{path: []byte(fmt.Sprintf("%s/core.%d", cores, resp.PID)), pid: uint32(resp.PID), tgid: uint32(resp.PID), comm: []byte("fwopen")}
+		if uid >= 0 {
+			e.uid = uint32(uid)
+		}
+		s.want = append(s.want, e)
+	}
 }
 
 // overlayCreates creates on the overlayfs: each creation is reported once,
@@ -216,6 +245,29 @@ func (s *scenario) createAs(t *testing.T, kind fwv1.EventKind, file, comm string
 	}
 	if req.GID != nil {
 		e.gid = *req.GID
+	}
+	s.want = append(s.want, e)
+}
+
+// createByWorker is createAs for a creation io_uring runs in a worker
+// thread: fwopen -uring prints the process's workers ("worker N").
+func (s *scenario) createByWorker(t *testing.T, kind fwv1.EventKind, file string, req vmagent.Request) {
+	t.Helper()
+	resp := s.g.run(t, 0, req)
+	e := event{path: []byte(file), kind: kind}
+	for _, line := range strings.Split(string(resp.Stdout), "\n") {
+		var tid uint32
+		if _, err := fmt.Sscanf(line, "worker %d", &tid); err == nil {
+			e.workers = append(e.workers, tid)
+		}
+	}
+	switch {
+	case len(e.workers) > 0:
+		e.tgid, e.comm = uint32(resp.PID), []byte(fmt.Sprintf("iou-wrk-%d", resp.PID))
+	case !releaseAtLeast(s.g.release, 5, 12):
+		e.commPrefix = []byte("io_wqe_worker-") // a kernel thread of io_uring's
+	default:
+		t.Fatalf("%q: no io_uring worker thread after the call (stdout %q)", req.Argv, resp.Stdout)
 	}
 	s.want = append(s.want, e)
 }

@@ -9,6 +9,15 @@
 //	                                   an O_TMPFILE file in PATH's directory, linked
 //	                                   as PATH by linkat(2) with AT_EMPTY_PATH, or
 //	                                   through /proc/self/fd/N
+//	fwopen -crash [-crash-uid N] DIR   dump core (DIR: where core_pattern points, for
+//	                                   the reader), after setuid(N) if given: the
+//	                                   kernel then writes it suid-safe
+//	                                   (file_open_root) when fs.suid_dumpable is 2
+//	fwopen -uring [-creat] ... PATH    the open through io_uring (IORING_OP_OPENAT)
+//	fwopen -uring -tmpfile-link ...    the link through io_uring (IORING_OP_LINKAT)
+//
+// With -uring it prints "worker N" for each io_uring worker thread of the
+// process after the call (io_uring runs creating opens and links there).
 //
 // It prints "tid N" (the thread that called open) on stdout and exits 0 on
 // success, or with the errno as its exit status (EEXIST is 17).
@@ -21,6 +30,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -38,18 +48,30 @@ func main() {
 	mknod := flag.Bool("mknod", false, "mknod(2) PATH as a regular file instead of opening it")
 	tmpfile := flag.Bool("tmpfile", false, "make an O_TMPFILE file in PATH's directory and never link it")
 	tmpfileLink := flag.String("tmpfile-link", "", "make an O_TMPFILE file and link it as PATH: through AT_EMPTY_PATH (empty) or /proc/self/fd/N (proc)")
+	flag.BoolVar(&useUring, "uring", false, "open or link through io_uring")
+	crash := flag.Bool("crash", false, "dump core (SIGABRT)")
+	crashUID := flag.Int("crash-uid", -1, "with -crash: setuid to this uid first")
 	flag.Parse()
 	if flag.NArg() != 1 {
 		fmt.Fprintln(os.Stderr, "usage: fwopen [-creat] [-excl] [-trunc] [-thread] [-mknod | -tmpfile | -tmpfile-link empty|proc] PATH")
 		os.Exit(2)
 	}
 	switch {
+	case *crash:
+		dumpCore(*crashUID)
+	case *mknod && useUring:
+		fmt.Fprintln(os.Stderr, "fwopen: io_uring has no mknod")
+		os.Exit(2)
 	case *mknod:
 		exit(syscall.Mknod(flag.Arg(0), syscall.S_IFREG|0o644, 0))
 	case *tmpfile:
 		exit(makeTmpfile(flag.Arg(0), ""))
 	case *tmpfileLink != "":
-		exit(makeTmpfile(flag.Arg(0), *tmpfileLink))
+		err := makeTmpfile(flag.Arg(0), *tmpfileLink)
+		if err == nil && useUring {
+			uringWorkers()
+		}
+		exit(err)
 	}
 	flags := syscall.O_WRONLY | syscall.O_CLOEXEC
 	if *creat || *excl {
@@ -64,9 +86,15 @@ func main() {
 	open := func() (int, error) { return openOnce(flag.Arg(0), flags) }
 	var tid int
 	var err error
-	if *thread {
+	switch {
+	case *thread:
 		tid, err = onOtherThread(open)
-	} else {
+	case useUring:
+		var fd int
+		if fd, err = uringOpenat(flag.Arg(0), flags); err == nil {
+			tid, err = syscall.Gettid(), syscall.Close(fd)
+		}
+	default:
 		tid, err = open()
 	}
 	if err != nil {
@@ -78,7 +106,32 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Printf("tid %d\n", tid)
+	if useUring {
+		uringWorkers()
+	}
 }
+
+// dumpCore ends the process with a core dump, after setuid(uid) if uid is
+// not negative: the credential change makes the process's dumpable flag
+// fs.suid_dumpable, as a setuid program's.
+func dumpCore(uid int) {
+	limit := unix.Rlimit{Cur: unix.RLIM_INFINITY, Max: unix.RLIM_INFINITY}
+	if err := unix.Setrlimit(unix.RLIMIT_CORE, &limit); err != nil {
+		exit(fmt.Errorf("setrlimit RLIMIT_CORE: %w", err))
+	}
+	if uid >= 0 {
+		if err := syscall.Setuid(uid); err != nil {
+			exit(fmt.Errorf("setuid %d: %w", uid, err))
+		}
+	}
+	// "crash": the runtime raises SIGABRT, with the default action, on the
+	// panicking thread (the main one: see init).
+	debug.SetTraceback("crash")
+	panic("fwopen -crash: dumping core")
+}
+
+// useUring: -uring.
+var useUring bool
 
 // exit ends fwopen after a call that printed nothing: status 0, or the errno.
 func exit(err error) {
@@ -109,9 +162,17 @@ func makeTmpfile(path, via string) error {
 	case "":
 		return nil
 	case "empty":
-		err = unix.Linkat(fd, "", unix.AT_FDCWD, path, unix.AT_EMPTY_PATH)
+		if useUring {
+			err = uringLinkat(fd, "", path, unix.AT_EMPTY_PATH)
+		} else {
+			err = unix.Linkat(fd, "", unix.AT_FDCWD, path, unix.AT_EMPTY_PATH)
+		}
 	case "proc":
-		err = unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, path, unix.AT_SYMLINK_FOLLOW)
+		if useUring {
+			err = uringLinkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), path, unix.AT_SYMLINK_FOLLOW)
+		} else {
+			err = unix.Linkat(unix.AT_FDCWD, fmt.Sprintf("/proc/self/fd/%d", fd), unix.AT_FDCWD, path, unix.AT_SYMLINK_FOLLOW)
+		}
 	default:
 		return fmt.Errorf("-tmpfile-link %q: want empty or proc", via)
 	}
