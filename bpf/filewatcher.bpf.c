@@ -105,8 +105,19 @@ struct path {
 struct fs_struct {
 	struct path root;
 } __attribute__((preserve_access_index));
+typedef struct {
+	unsigned int val;
+} kuid_t;
+typedef struct {
+	unsigned int val;
+} kgid_t;
+struct cred {
+	kuid_t fsuid;
+	kgid_t fsgid;
+} __attribute__((preserve_access_index));
 struct task_struct {
 	struct fs_struct *fs;
+	const struct cred *cred;
 } __attribute__((preserve_access_index));
 struct file {
 	struct path f_path;
@@ -131,6 +142,10 @@ struct event_hdr {
 	__u64 stream_seq;
 	__u32 cpu;
 	__u32 slot;
+	// The creating task's filesystem ids (its subjective credentials): the
+	// ids a new file is owned by, unlike uid and gid (the real ids).
+	__u32 fsuid;
+	__u32 fsgid;
 };
 
 struct event {
@@ -222,6 +237,9 @@ static __always_inline void fill_hdr(struct event *e, __u32 flags)
 	e->hdr.gid = uid_gid >> 32;
 	e->hdr.flags = flags;
 	bpf_get_current_comm(e->hdr.comm, sizeof(e->hdr.comm));
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	e->hdr.fsuid = BPF_CORE_READ(task, cred, fsuid.val);
+	e->hdr.fsgid = BPF_CORE_READ(task, cred, fsgid.val);
 }
 
 // submit writes e, whose path_len is set, to the ring buffer as the next

@@ -136,6 +136,8 @@ function decodeEvent(r: Reader, end: number): FileCreatedEvent__Output {
     path: EMPTY,
     flags: 0,
     kind: 0,
+    fsuid: 0,
+    fsgid: 0,
   };
   r.end = end;
   while (r.pos < end) {
@@ -195,6 +197,14 @@ function decodeEvent(r: Reader, end: number): FileCreatedEvent__Output {
       case 12:
         if (wt !== VARINT) break;
         ev.kind = r.int32() as EventKind__Output; // unknown numbers too, as protobufjs keeps them
+        continue;
+      case 13:
+        if (wt !== VARINT) break;
+        ev.fsuid = r.uint32();
+        continue;
+      case 14:
+        if (wt !== VARINT) break;
+        ev.fsgid = r.uint32();
         continue;
     }
     r.skip(wt);

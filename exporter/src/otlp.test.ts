@@ -84,6 +84,8 @@ function event(sequence: number, path = `/tmp/f${sequence}`): FileCreatedEvent__
     path: Buffer.from(path, 'latin1'),
     flags: 0o101,
     kind: 1,
+    fsuid: 0,
+    fsgid: 1002,
   };
 }
 
@@ -273,6 +275,8 @@ describe('OTLP event export', () => {
     assert.equal(a['filewatcher.run_id'], 'run-x');
     assert.equal(a['filewatcher.sequence'], 42);
     assert.equal(a['filewatcher.kind'], 'open');
+    assert.equal(a['filewatcher.fsuid'], 0);
+    assert.equal(a['filewatcher.fsgid'], 1002);
     assert.equal(eventAttributes('r', { ...event(1), kind: 0 })['filewatcher.kind'], 'unspecified');
     const unknown = { ...event(1), kind: 77 } as unknown as FileCreatedEvent__Output;
     assert.equal(

@@ -422,6 +422,8 @@ export function eventAttributes(runId: string, e: FileCreatedEvent__Output): Log
     'filewatcher.cgroup_id': String(e.cgroup_id),
     'filewatcher.open_flags': e.flags,
     'filewatcher.kind': kindName(e.kind),
+    'filewatcher.fsuid': e.fsuid,
+    'filewatcher.fsgid': e.fsgid,
   };
   if (!isUtf8(e.path)) attributes['filewatcher.file.path_bytes'] = Uint8Array.from(e.path);
   if (!isUtf8(e.comm))

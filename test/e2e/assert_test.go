@@ -18,8 +18,11 @@ type event struct {
 	flags     uint32
 	pid, tgid uint32
 	uid, gid  uint32
-	comm      []byte
-	kind      fwv1.EventKind // 0: EVENT_KIND_OPEN
+	// The filesystem ids; the e2e expectations set them (createAs: the
+	// same as uid and gid unless the test says otherwise).
+	fsuid, fsgid uint32
+	comm         []byte
+	kind         fwv1.EventKind // 0: EVENT_KIND_OPEN
 	// An expectation of a creation io_uring ran in a worker: workers are
 	// the worker threads of process tgid (Linux 5.12 on), one of which is
 	// pid; without them (5.10's workers are kernel threads, not the
@@ -37,12 +40,13 @@ func (e event) String() string {
 	case e.commPrefix != nil:
 		who = fmt.Sprintf("pid=any tgid=any comm=%q...", e.commPrefix)
 	}
-	return fmt.Sprintf("path=%q flags=%d kind=%v uid=%d gid=%d %s", shorten(e.path), e.flags, e.kindOrOpen(), e.uid, e.gid, who)
+	return fmt.Sprintf("path=%q flags=%d kind=%v uid=%d gid=%d fsuid=%d fsgid=%d %s", shorten(e.path), e.flags, e.kindOrOpen(),
+		e.uid, e.gid, e.fsuid, e.fsgid, who)
 }
 
 func fromProto(e *fwv1.FileCreatedEvent) event {
 	return event{path: e.GetPath(), flags: e.GetFlags(), pid: e.GetPid(), tgid: e.GetTgid(),
-		uid: e.GetUid(), gid: e.GetGid(), comm: e.GetComm(), kind: e.GetKind()}
+		uid: e.GetUid(), gid: e.GetGid(), fsuid: e.GetFsuid(), fsgid: e.GetFsgid(), comm: e.GetComm(), kind: e.GetKind()}
 }
 
 // kindOrOpen is e's kind, where 0 in a test's expectation means an open.
@@ -55,7 +59,8 @@ func (e event) kindOrOpen() fwv1.EventKind {
 
 // equal says whether e (an event received) is o (an expectation).
 func (e event) equal(o event) bool {
-	if !bytes.Equal(e.path, o.path) || e.flags != o.flags || e.uid != o.uid || e.gid != o.gid || e.kindOrOpen() != o.kindOrOpen() {
+	if !bytes.Equal(e.path, o.path) || e.flags != o.flags || e.uid != o.uid || e.gid != o.gid ||
+		e.fsuid != o.fsuid || e.fsgid != o.fsgid || e.kindOrOpen() != o.kindOrOpen() {
 		return false
 	}
 	switch {

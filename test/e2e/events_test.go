@@ -49,7 +49,9 @@ type scenario struct {
 	oddComm string
 	// ovl is an overlayfs like a container's root: ovl/lower (with the files
 	// existing-1 to -5), ovl/upper and ovl/work, mounted on ovl/merged.
-	ovl  string
+	ovl string
+	// suid is a copy of fwopen, setuid root.
+	suid string
 	want []event
 }
 
@@ -64,6 +66,7 @@ func newScenario(g *guest) *scenario {
 	s.longMknod = longPath(s.dir+"/long-m", 4095)
 	s.oddComm = s.dir + "/op\xffen"
 	s.ovl = s.dir + "/ovl"
+	s.suid = s.rootDir + "/fwopen-suid"
 	return s
 }
 
@@ -86,6 +89,7 @@ func (s *scenario) setup(t *testing.T) {
 		o+"/lower", o+"/upper", o+"/work", o+"/merged", d+"/cores"))
 	s.g.run(t, 0, argv("chmod", "1777", d))
 	s.g.run(t, 0, argv("ln", "-s", "/usr/local/bin/fwopen", s.oddComm))
+	s.g.run(t, 0, argv("sh", "-c", `cp /usr/local/bin/fwopen "$1" && chmod 4755 "$1"`, "sh", s.suid))
 	s.g.run(t, 0, argv("sh", "-c", `for i in 1 2 3 4 5; do echo lower > "$1/existing-$i"; done`, "sh", o+"/lower"))
 	s.g.run(t, 0, argv("mount", "-t", "overlay", "overlay", "-o",
 		"lowerdir="+o+"/lower,upperdir="+o+"/upper,workdir="+o+"/work", o+"/merged"))
@@ -109,6 +113,10 @@ func (s *scenario) creates(t *testing.T) {
 	s.create(t, s.long4095, "touch", argv("touch", s.long4095))
 	s.create(t, d+"/owned", "touch", vmagent.Request{Argv: vmagent.Args("touch", d+"/owned"), UID: u32(1234), GID: u32(4321)})
 	s.create(t, d+"/weird-comm", "op\xffen", argv(s.oddComm, "-creat", d+"/weird-comm"))
+	// A setuid-root program run by a user: the real ids are the user's, the
+	// file is root's (fsuid), its group the user's.
+	s.create(t, d+"/by-setuid", "fwopen-suid", vmagent.Request{Argv: vmagent.Args(s.suid, "-creat", d+"/by-setuid"), UID: u32(1234), GID: u32(4321)})
+	s.want[len(s.want)-1].fsuid = 0
 	// Too long to resolve: the event still fires, with the bare name, flagged.
 	name200 := strings.Repeat("n", 200)
 	s.create(t, name200, "touch", vmagent.Request{Argv: vmagent.Args("touch", name200), Dir: []byte(s.deepDir)})
@@ -160,7 +168,7 @@ func (s *scenario) coreDumps(t *testing.T) {
 		resp := s.g.run(t, 134, argv("fwopen", "-crash", "-crash-uid", fmt.Sprint(uid), cores)) // SIGABRT
 		e := event{path: []byte(fmt.Sprintf("%s/core.%d", cores, resp.PID)), pid: uint32(resp.PID), tgid: uint32(resp.PID), comm: []byte("fwopen")}
 		if uid >= 0 {
-			e.uid = uint32(uid)
+			e.uid = uint32(uid) // and fsuid 0: a suid-safe dump is written as root
 		}
 		s.want = append(s.want, e)
 	}
@@ -246,6 +254,7 @@ func (s *scenario) createAs(t *testing.T, kind fwv1.EventKind, file, comm string
 	if req.GID != nil {
 		e.gid = *req.GID
 	}
+	e.fsuid, e.fsgid = e.uid, e.gid // the agent sets every id
 	s.want = append(s.want, e)
 }
 

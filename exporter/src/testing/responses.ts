@@ -54,6 +54,8 @@ export function randomResponse(r: () => number): SubscribeResponse {
       flags: u32(r),
       // Known kinds, unknown ones, and negative numbers (an int32 on the wire).
       kind: (r() < 0.5 ? Math.floor(r() * 4) : u32(r) | 0) as EventKind,
+      fsuid: u32(r),
+      fsgid: u32(r),
     })),
     gaps: Array.from({ length: Math.floor(r() * 3) }, () => ({
       first_sequence: u64(r),

@@ -226,6 +226,8 @@ type eventLine struct {
 	TGID     uint32   `json:"tgid"`
 	UID      uint32   `json:"uid"`
 	GID      uint32   `json:"gid"`
+	FSUID    uint32   `json:"fsuid"`
+	FSGID    uint32   `json:"fsgid"`
 	CgroupID uint64   `json:"cgroup_id"`
 	Comm     string   `json:"comm"`
 	CommB64  string   `json:"comm_b64,omitempty"`
@@ -282,7 +284,8 @@ func (p *printer) event(ev *pb.FileCreatedEvent) eventLine {
 	l := eventLine{
 		Type: "event", RunID: p.runID, Sequence: ev.Sequence,
 		Time:    time.Unix(0, ev.TimeUnixNano).UTC().Format(time.RFC3339Nano),
-		KtimeNs: ev.KtimeNs, PID: ev.Pid, TGID: ev.Tgid, UID: ev.Uid, GID: ev.Gid, CgroupID: ev.CgroupId,
+		KtimeNs: ev.KtimeNs, PID: ev.Pid, TGID: ev.Tgid, UID: ev.Uid, GID: ev.Gid,
+		FSUID: ev.Fsuid, FSGID: ev.Fsgid, CgroupID: ev.CgroupId,
 	}
 	l.Path, l.PathB64 = text(ev.Path)
 	l.Comm, l.CommB64 = text(ev.Comm)

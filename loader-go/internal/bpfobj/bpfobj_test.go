@@ -50,11 +50,11 @@ func TestVerifier(t *testing.T) {
 }
 
 // TestLayout pins the record header layout that the kernel source decodes by
-// hand: 72 bytes, path right after it.
+// hand: 80 bytes, path right after it.
 func TestLayout(t *testing.T) {
 	var h FilewatcherEventHdr
-	if got := binary.Size(h); got != 72 {
-		t.Errorf("header size = %d, want 72", got)
+	if got := binary.Size(h); got != 80 {
+		t.Errorf("header size = %d, want 80", got)
 	}
 	offsets := []struct {
 		name string
@@ -73,6 +73,8 @@ func TestLayout(t *testing.T) {
 		{"stream_seq", unsafe.Offsetof(h.StreamSeq), 56},
 		{"cpu", unsafe.Offsetof(h.Cpu), 64},
 		{"slot", unsafe.Offsetof(h.Slot), 68},
+		{"fsuid", unsafe.Offsetof(h.Fsuid), 72},
+		{"fsgid", unsafe.Offsetof(h.Fsgid), 76},
 	}
 	for _, o := range offsets {
 		if o.got != o.want {
@@ -80,8 +82,8 @@ func TestLayout(t *testing.T) {
 		}
 	}
 	var p FilewatcherPending
-	if off := unsafe.Offsetof(p.Ev.Path); off != 72 {
-		t.Errorf("path offset = %d, want 72", off)
+	if off := unsafe.Offsetof(p.Ev.Path); off != 80 {
+		t.Errorf("path offset = %d, want 80", off)
 	}
 }
 

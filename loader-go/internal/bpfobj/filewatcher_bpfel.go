@@ -27,6 +27,8 @@ type FilewatcherEventHdr struct {
 	StreamSeq uint64
 	Cpu       uint32
 	Slot      uint32
+	Fsuid     uint32
+	Fsgid     uint32
 }
 
 type FilewatcherLossCounters struct {

@@ -62,7 +62,8 @@ func eventSize(ev *pb.FileCreatedEvent) int {
 	return sizeVarint(ev.Sequence) + sizeVarint(ev.KtimeNs) + sizeVarint(uint64(ev.TimeUnixNano)) +
 		sizeVarint(uint64(ev.Pid)) + sizeVarint(uint64(ev.Tgid)) + sizeVarint(uint64(ev.Uid)) +
 		sizeVarint(uint64(ev.Gid)) + sizeBytes(ev.Comm) + sizeVarint(ev.CgroupId) +
-		sizeBytes(ev.Path) + sizeVarint(uint64(ev.Flags)) + sizeVarint(uint64(ev.Kind))
+		sizeBytes(ev.Path) + sizeVarint(uint64(ev.Flags)) + sizeVarint(uint64(ev.Kind)) +
+		sizeVarint(uint64(ev.Fsuid)) + sizeVarint(uint64(ev.Fsgid))
 }
 
 func appendEvent(b []byte, ev *pb.FileCreatedEvent) []byte {
@@ -82,6 +83,8 @@ func appendEvent(b []byte, ev *pb.FileCreatedEvent) []byte {
 	b = appendBytes(b, 10, ev.Path)
 	b = appendVarint(b, 11, uint64(ev.Flags))
 	b = appendVarint(b, 12, uint64(ev.Kind)) // an enum: int32, sign-extended as proto does
+	b = appendVarint(b, 13, uint64(ev.Fsuid))
+	b = appendVarint(b, 14, uint64(ev.Fsgid))
 	return b
 }
 

@@ -26,7 +26,9 @@ const (
 	offStream   = 56 // stream_seq, then cpu and slot (see streamOf)
 	offCPU      = 64
 	offSlot     = 68
-	headerSize  = 72
+	offFsuid    = 72
+	offFsgid    = 76
+	headerSize  = 80
 )
 
 // Bits 8 to 15 of a record's flags say how the file was created
@@ -83,6 +85,8 @@ func (d *decoder) decode(raw []byte) (*pb.FileCreatedEvent, error) {
 	ev.Tgid = le.Uint32(raw[offTgid:])
 	ev.Uid = le.Uint32(raw[offUID:])
 	ev.Gid = le.Uint32(raw[offGID:])
+	ev.Fsuid = le.Uint32(raw[offFsuid:])
+	ev.Fsgid = le.Uint32(raw[offFsgid:])
 	flags := le.Uint32(raw[offFlags:])
 	ev.Flags = flags &^ kindMask
 	ev.Kind = pb.EventKind((flags & kindMask) >> kindShift)

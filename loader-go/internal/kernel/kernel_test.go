@@ -24,7 +24,7 @@ import (
 func record(path []byte, comm string, pid uint32) []byte {
 	hdr := bpfobj.FilewatcherEventHdr{
 		KtimeNs: 123456789, CgroupId: 42, Pid: pid, Tgid: pid - 1, Uid: 1000, Gid: 100,
-		Flags: 0, PathLen: uint32(len(path)),
+		Flags: 0, PathLen: uint32(len(path)), Fsuid: 0, Fsgid: 5,
 	}
 	for i := range min(len(comm), len(hdr.Comm)) {
 		hdr.Comm[i] = int8(comm[i])
@@ -70,7 +70,8 @@ func TestDecode(t *testing.T) {
 				t.Errorf("path %q comm %q, want %q %q", ev.Path, ev.Comm, tt.path, tt.comm)
 			}
 			if ev.KtimeNs != 123456789 || ev.TimeUnixNano != 1_123_456_789 || ev.CgroupId != 42 ||
-				ev.Pid != 77 || ev.Tgid != 76 || ev.Uid != 1000 || ev.Gid != 100 || ev.Kind != pb.EventKind_EVENT_KIND_OPEN {
+				ev.Pid != 77 || ev.Tgid != 76 || ev.Uid != 1000 || ev.Gid != 100 || ev.Fsuid != 0 || ev.Fsgid != 5 ||
+				ev.Kind != pb.EventKind_EVENT_KIND_OPEN {
 				t.Errorf("event = %v", ev)
 			}
 		})

@@ -317,7 +317,7 @@ type Filter struct {
 	// '[a-z]' and '[^a-z]' character classes, '\\' escapes. A glob must match
 	// the whole path: "/home/*" matches "/home/a" but not "/home/a/b".
 	PathGlobs []string `protobuf:"bytes,2,rep,name=path_globs,json=pathGlobs,proto3" json:"path_globs,omitempty"`
-	// The creating task's uid (FileCreatedEvent.uid).
+	// The creating task's real uid (FileCreatedEvent.uid), not its fsuid.
 	Uids []uint32 `protobuf:"varint,3,rep,packed,name=uids,proto3" json:"uids,omitempty"`
 	// The creating task's comm, exact bytes (FileCreatedEvent.comm).
 	Comms [][]byte `protobuf:"bytes,4,rep,name=comms,proto3" json:"comms,omitempty"`
@@ -596,7 +596,17 @@ type FileCreatedEvent struct {
 	// Bitwise OR of EventFlag values.
 	Flags uint32 `protobuf:"varint,11,opt,name=flags,proto3" json:"flags,omitempty"`
 	// How the file was created.
-	Kind          EventKind `protobuf:"varint,12,opt,name=kind,proto3,enum=filewatcher.v1.EventKind" json:"kind,omitempty"`
+	Kind EventKind `protobuf:"varint,12,opt,name=kind,proto3,enum=filewatcher.v1.EventKind" json:"kind,omitempty"`
+	// The creating task's filesystem uid (initial user namespace): the owner
+	// the new file is created with, unless the filesystem decides otherwise.
+	// It differs from uid for a setuid program (fsuid is the program's owner)
+	// and for work the kernel does on another's behalf (a suid-safe core dump
+	// is written as root). Filter.uids matches uid, not this.
+	Fsuid uint32 `protobuf:"varint,13,opt,name=fsuid,proto3" json:"fsuid,omitempty"`
+	// The creating task's filesystem gid (initial user namespace): the group
+	// the new file is created with, unless a setgid directory or the
+	// filesystem gives it another.
+	Fsgid         uint32 `protobuf:"varint,14,opt,name=fsgid,proto3" json:"fsgid,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -713,6 +723,20 @@ func (x *FileCreatedEvent) GetKind() EventKind {
 		return x.Kind
 	}
 	return EventKind_EVENT_KIND_UNSPECIFIED
+}
+
+func (x *FileCreatedEvent) GetFsuid() uint32 {
+	if x != nil {
+		return x.Fsuid
+	}
+	return 0
+}
+
+func (x *FileCreatedEvent) GetFsgid() uint32 {
+	if x != nil {
+		return x.Fsgid
+	}
+	return 0
 }
 
 // SubscribeResponse is one message of the stream.
@@ -1415,7 +1439,7 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"\x03Gap\x12%\n" +
 	"\x0efirst_sequence\x18\x01 \x01(\x04R\rfirstSequence\x12#\n" +
 	"\rlast_sequence\x18\x02 \x01(\x04R\flastSequence\x121\n" +
-	"\x06reason\x18\x03 \x01(\x0e2\x19.filewatcher.v1.GapReasonR\x06reason\"\xc3\x02\n" +
+	"\x06reason\x18\x03 \x01(\x0e2\x19.filewatcher.v1.GapReasonR\x06reason\"\xef\x02\n" +
 	"\x10FileCreatedEvent\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x19\n" +
 	"\bktime_ns\x18\x02 \x01(\x04R\aktimeNs\x12$\n" +
@@ -1429,7 +1453,9 @@ const file_filewatcher_v1_filewatcher_proto_rawDesc = "" +
 	"\x04path\x18\n" +
 	" \x01(\fR\x04path\x12\x14\n" +
 	"\x05flags\x18\v \x01(\rR\x05flags\x12-\n" +
-	"\x04kind\x18\f \x01(\x0e2\x19.filewatcher.v1.EventKindR\x04kind\"\xe6\x01\n" +
+	"\x04kind\x18\f \x01(\x0e2\x19.filewatcher.v1.EventKindR\x04kind\x12\x14\n" +
+	"\x05fsuid\x18\r \x01(\rR\x05fsuid\x12\x14\n" +
+	"\x05fsgid\x18\x0e \x01(\rR\x05fsgid\"\xe6\x01\n" +
 	"\x11SubscribeResponse\x12\x15\n" +
 	"\x06run_id\x18\x01 \x01(\tR\x05runId\x128\n" +
 	"\x06events\x18\x02 \x03(\v2 .filewatcher.v1.FileCreatedEventR\x06events\x12'\n" +

@@ -62,6 +62,20 @@ export interface FileCreatedEvent {
    * How the file was created.
    */
   kind?: _filewatcher_v1_EventKind;
+  /**
+   * The creating task's filesystem uid (initial user namespace): the owner
+   * the new file is created with, unless the filesystem decides otherwise.
+   * It differs from uid for a setuid program (fsuid is the program's owner)
+   * and for work the kernel does on another's behalf (a suid-safe core dump
+   * is written as root). Filter.uids matches uid, not this.
+   */
+  fsuid?: number;
+  /**
+   * The creating task's filesystem gid (initial user namespace): the group
+   * the new file is created with, unless a setgid directory or the
+   * filesystem gives it another.
+   */
+  fsgid?: number;
 }
 
 /**
@@ -119,4 +133,18 @@ export interface FileCreatedEvent__Output {
    * How the file was created.
    */
   kind: _filewatcher_v1_EventKind__Output;
+  /**
+   * The creating task's filesystem uid (initial user namespace): the owner
+   * the new file is created with, unless the filesystem decides otherwise.
+   * It differs from uid for a setuid program (fsuid is the program's owner)
+   * and for work the kernel does on another's behalf (a suid-safe core dump
+   * is written as root). Filter.uids matches uid, not this.
+   */
+  fsuid: number;
+  /**
+   * The creating task's filesystem gid (initial user namespace): the group
+   * the new file is created with, unless a setgid directory or the
+   * filesystem gives it another.
+   */
+  fsgid: number;
 }

@@ -24,7 +24,7 @@ export interface Filter {
    */
   path_globs?: string[];
   /**
-   * The creating task's uid (FileCreatedEvent.uid).
+   * The creating task's real uid (FileCreatedEvent.uid), not its fsuid.
    */
   uids?: number[];
   /**
@@ -59,7 +59,7 @@ export interface Filter__Output {
    */
   path_globs: string[];
   /**
-   * The creating task's uid (FileCreatedEvent.uid).
+   * The creating task's real uid (FileCreatedEvent.uid), not its fsuid.
    */
   uids: number[];
   /**
