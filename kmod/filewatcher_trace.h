@@ -60,10 +60,9 @@ TRACE_EVENT(file_created,
 
 	TP_printk("%s%s%s", __get_str(filename),
 		  (__entry->flags & FW_PATH_UNRESOLVED) ? " (unresolved)" : "",
-		  __print_symbolic((__entry->flags & FW_KIND_MASK) >> FW_KIND_SHIFT,
-				   { FW_KIND_OPEN, "" },
-				   { FW_KIND_MKNOD, " (mknod)" },
-				   { FW_KIND_TMPFILE_LINK, " (tmpfile link)" }))
+		  /* Not __print_symbolic(): it prints 0x0 for an empty name. */
+		  (__entry->flags & FW_KIND_MASK) == FW_KIND_MKNOD << FW_KIND_SHIFT ? " (mknod)" :
+		  (__entry->flags & FW_KIND_MASK) == FW_KIND_TMPFILE_LINK << FW_KIND_SHIFT ? " (tmpfile link)" : "")
 );
 
 #endif /* _FILEWATCHER_TRACE_H */

@@ -31,13 +31,23 @@ func testFtrace(t *testing.T, g *guest) {
 	g.sh(t, "echo 1 > "+tracing+"/events/filewatcher/enable")
 	defer g.sh(t, "echo 0 > "+tracing+"/events/filewatcher/enable")
 	touch := g.run(t, 0, vmagent.Request{Argv: vmagent.Args("touch", "riptides"), Dir: []byte(dir)})
+	mknod := g.run(t, 0, argv("fwopen", "-mknod", dir+"/by-mknod"))
 	// trace_pipe blocks for more; the agent ends it after 3 s. What was
 	// traced before it was opened is still in the buffer.
 	pipe := g.run(t, 137, vmagent.Request{Argv: vmagent.Args("cat", tracing+"/trace_pipe"), TimeoutMS: 3000})
-	line := regexp.MustCompile(fmt.Sprintf(`(?m)^\s*(touch|<\.\.\.>)-%d\s+\[\d+\] \S+\s+[\d.]+: file_created: %s/riptides$`,
-		touch.PID, regexp.QuoteMeta(dir)))
-	if n := len(line.FindAll(pipe.Stdout, -1)); n != 1 {
-		t.Errorf("trace_pipe has %d lines matching %s, want 1:\n%s", n, line, pipe.Stdout)
+	for _, want := range []struct {
+		comm string
+		pid  int
+		tail string // after the directory
+	}{
+		{"touch", touch.PID, "/riptides"},
+		{"fwopen", mknod.PID, "/by-mknod (mknod)"}, // a kind other than open says so
+	} {
+		line := regexp.MustCompile(fmt.Sprintf(`(?m)^\s*(%s|<\.\.\.>)-%d\s+\[\d+\] \S+\s+[\d.]+: file_created: %s%s$`,
+			want.comm, want.pid, regexp.QuoteMeta(dir), regexp.QuoteMeta(want.tail)))
+		if n := len(line.FindAll(pipe.Stdout, -1)); n != 1 {
+			t.Errorf("trace_pipe has %d lines matching %s, want 1:\n%s", n, line, pipe.Stdout)
+		}
 	}
 }
 
