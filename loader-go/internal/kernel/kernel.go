@@ -466,9 +466,11 @@ func (s *Source) openBPFProbe(spec *ebpf.CollectionSpec) error {
 		prog *ebpf.Program
 		name string
 	}
-	// Marks before what reads them; fexit before fentry: an event fentry
-	// keeps for an ->atomic_open filesystem waits for it.
-	var order []attach
+	// The open function's first (a kernel without trampolines refuses it,
+	// and says so by its name); marks before what reads them; fexit before
+	// fentry: an event fentry keeps for an ->atomic_open filesystem waits
+	// for it.
+	order := []attach{{objs.OpenExit, "fexit " + s.function}}
 	if routes != nil {
 		order = append(order,
 			attach{objs.PathMknod, "fexit security_path_mknod"},
@@ -476,7 +478,7 @@ func (s *Source) openBPFProbe(spec *ebpf.CollectionSpec) error {
 			attach{objs.VfsCreate, "fexit vfs_create"},
 			attach{objs.VfsLink, "fexit vfs_link"})
 	}
-	order = append(order, attach{objs.OpenExit, "fexit " + s.function}, attach{objs.SecurityFileOpen, "fentry security_file_open"})
+	order = append(order, attach{objs.SecurityFileOpen, "fentry security_file_open"})
 	s.maps = objs.ProbeMaps
 	for _, p := range order {
 		s.progs = append(s.progs, p.prog)
