@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -23,22 +24,21 @@ type event struct {
 	fsuid, fsgid uint32
 	comm         []byte
 	kind         fwv1.EventKind // 0: EVENT_KIND_OPEN
-	// An expectation of a creation io_uring ran in a worker: workers are
-	// the worker threads of process tgid (Linux 5.12 on), one of which is
-	// pid; without them (5.10's workers are kernel threads, not the
-	// process's) pid and tgid are the worker's, unknown, and comm only
-	// starts with commPrefix.
-	workers    []uint32
-	commPrefix []byte
+	// An expectation may allow several identities (pid, tgid, comm) for
+	// the same creation: alts, each a whole event (io_uring runs an
+	// operation in the calling thread or in one of the process's worker
+	// threads, as the kernel decides).
+	alts []event
 }
 
 func (e event) String() string {
 	who := fmt.Sprintf("pid=%d tgid=%d comm=%q", e.pid, e.tgid, e.comm)
-	switch {
-	case len(e.workers) > 0:
-		who = fmt.Sprintf("pid=one of %v tgid=%d comm=%q", e.workers, e.tgid, e.comm)
-	case e.commPrefix != nil:
-		who = fmt.Sprintf("pid=any tgid=any comm=%q...", e.commPrefix)
+	if len(e.alts) > 0 {
+		var ids []string
+		for _, a := range e.alts {
+			ids = append(ids, fmt.Sprintf("pid=%d tgid=%d comm=%q", a.pid, a.tgid, a.comm))
+		}
+		who = "one of: " + strings.Join(ids, ", ")
 	}
 	return fmt.Sprintf("path=%q flags=%d kind=%v uid=%d gid=%d fsuid=%d fsgid=%d %s", shorten(e.path), e.flags, e.kindOrOpen(),
 		e.uid, e.gid, e.fsuid, e.fsgid, who)
@@ -63,11 +63,8 @@ func (e event) equal(o event) bool {
 		e.fsuid != o.fsuid || e.fsgid != o.fsgid || e.kindOrOpen() != o.kindOrOpen() {
 		return false
 	}
-	switch {
-	case len(o.workers) > 0:
-		return slices.Contains(o.workers, e.pid) && e.tgid == o.tgid && bytes.Equal(e.comm, o.comm)
-	case o.commPrefix != nil:
-		return bytes.HasPrefix(e.comm, o.commPrefix)
+	if len(o.alts) > 0 {
+		return slices.ContainsFunc(o.alts, e.equal)
 	}
 	return e.pid == o.pid && e.tgid == o.tgid && bytes.Equal(e.comm, o.comm)
 }

@@ -16,8 +16,9 @@
 //	fwopen -uring [-creat] ... PATH    the open through io_uring (IORING_OP_OPENAT)
 //	fwopen -uring -tmpfile-link ...    the link through io_uring (IORING_OP_LINKAT)
 //
-// With -uring it prints "worker N" for each io_uring worker thread of the
-// process after the call (io_uring runs creating opens and links there).
+// With -uring it prints each io_uring worker thread of the process once the
+// operation completed ("worker N") and the calling thread ("tid N"):
+// io_uring runs an operation in either, as the kernel decides.
 //
 // It prints "tid N" (the thread that called open) on stdout and exits 0 on
 // success, or with the errno as its exit status (EEXIST is 17).
@@ -69,7 +70,7 @@ func main() {
 	case *tmpfileLink != "":
 		err := makeTmpfile(flag.Arg(0), *tmpfileLink)
 		if err == nil && useUring {
-			uringWorkers()
+			fmt.Printf("tid %d\n", syscall.Gettid())
 		}
 		exit(err)
 	}
@@ -106,9 +107,6 @@ func main() {
 		os.Exit(1)
 	}
 	fmt.Printf("tid %d\n", tid)
-	if useUring {
-		uringWorkers()
-	}
 }
 
 // dumpCore ends the process with a core dump, after setuid(uid) if uid is

@@ -115,6 +115,8 @@ func uringCall(fill func(*sqe), keep ...any) (int32, error) {
 	c := (*cqe)(unsafe.Pointer(&cq[p.cqOff.cqes+(head&atomic.LoadUint32(u32(cq, p.cqOff.ringMask)))*uint32(unsafe.Sizeof(cqe{}))]))
 	res := c.res
 	atomic.StoreUint32(u32(cq, p.cqOff.head), head+1)
+	// While the ring is open: closing it ends its workers.
+	uringWorkers()
 	if res < 0 {
 		return 0, unix.Errno(-res)
 	}
@@ -160,8 +162,7 @@ func uringLinkat(olddfd int, oldpath, newpath string, flags int) error {
 }
 
 // uringWorkers prints the io_uring worker threads of this process
-// ("iou-wrk-PID", Linux 5.12 on): the test expects the event from one of
-// them, since io_uring runs a creating open and a link in a worker.
+// ("iou-wrk-PID", Linux 5.12 on), one of which may have run the operation.
 func uringWorkers() {
 	tasks, _ := os.ReadDir("/proc/self/task")
 	for _, t := range tasks {
