@@ -57,6 +57,14 @@ func (e event) kindOrOpen() fwv1.EventKind {
 	return e.kind
 }
 
+// identities are the events an expectation allows: its alts, or itself.
+func (e event) identities() []event {
+	if len(e.alts) > 0 {
+		return e.alts
+	}
+	return []event{e}
+}
+
 // equal says whether e (an event received) is o (an expectation).
 func (e event) equal(o event) bool {
 	if !bytes.Equal(e.path, o.path) || e.flags != o.flags || e.uid != o.uid || e.gid != o.gid ||

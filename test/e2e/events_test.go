@@ -52,7 +52,11 @@ type scenario struct {
 	ovl string
 	// suid is a copy of fwopen, setuid root.
 	suid string
-	want []event
+	// setupFiles are the files setup makes (before any stream starts):
+	// a test that reads every event, not only those after its sync
+	// marker, expects them too.
+	setupFiles []string
+	want       []event
 }
 
 func newScenario(g *guest) *scenario {
@@ -91,6 +95,10 @@ func (s *scenario) setup(t *testing.T) {
 	s.g.run(t, 0, argv("ln", "-s", "/usr/local/bin/fwopen", s.oddComm))
 	s.g.run(t, 0, argv("sh", "-c", `cp /usr/local/bin/fwopen "$1" && chmod 4755 "$1"`, "sh", s.suid))
 	s.g.run(t, 0, argv("sh", "-c", `for i in 1 2 3 4 5; do echo lower > "$1/existing-$i"; done`, "sh", o+"/lower"))
+	s.setupFiles = append(s.setupFiles, s.suid)
+	for i := 1; i <= 5; i++ {
+		s.setupFiles = append(s.setupFiles, fmt.Sprintf("%s/lower/existing-%d", o, i))
+	}
 	s.g.run(t, 0, argv("mount", "-t", "overlay", "overlay", "-o",
 		"lowerdir="+o+"/lower,upperdir="+o+"/upper,workdir="+o+"/work", o+"/merged"))
 }
