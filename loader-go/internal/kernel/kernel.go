@@ -530,11 +530,11 @@ func routePrograms(spec *btf.Spec) (*bpfRoutes, string) {
 		if err != nil {
 			return nil, err.Error()
 		}
-		if i != f.index || len(proto.Params) != f.nparams {
-			continue
-		}
-		if f.prog != nil {
+		switch {
+		case i == f.index && len(proto.Params) == f.nparams && f.prog != nil:
 			*f.prog = fmt.Sprintf("fexit_%s_%d", f.fn, f.nparams)
+		case f.prog == nil && (i != f.index || len(proto.Params) != f.nparams):
+			return nil, f.fn + " has a prototype the eBPF-only probe does not know"
 		}
 	}
 	if r.vfsCreate == "" || r.vfsLink == "" {
