@@ -584,15 +584,11 @@ func pointsTo(t btf.Type, name string) bool {
 // BTF when the program loads).
 func openFunction(spec *btf.Spec) (string, error) {
 	for _, name := range OpenFunctions {
-		var fn *btf.Func
-		if err := spec.TypeByName(name, &fn); errors.Is(err, btf.ErrNotFound) {
+		proto, err := funcProto(spec, name)
+		if errors.Is(err, btf.ErrNotFound) {
 			continue
 		} else if err != nil {
-			return "", fmt.Errorf("look up %s in the kernel's BTF: %w", name, err)
-		}
-		proto, _ := fn.Type.(*btf.FuncProto)
-		if proto == nil {
-			return "", fmt.Errorf("%s in the kernel's BTF is not a function", name)
+			return "", err
 		}
 		if p, ok := btf.UnderlyingType(proto.Return).(*btf.Pointer); ok {
 			if st, ok := btf.UnderlyingType(p.Target).(*btf.Struct); ok && st.Name == "file" {

@@ -1,7 +1,6 @@
 package kernel
 
 import (
-	"bytes"
 	"os"
 	"strings"
 	"testing"
@@ -57,19 +56,7 @@ func TestOpenFunction(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b, err := btf.NewBuilder(tt.types, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			raw, err := b.Marshal(nil, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			spec, err := btf.LoadSpecFromReader(bytes.NewReader(raw))
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := openFunction(spec)
+			got, err := openFunction(kernelSpec(t, tt.types...))
 			if got != tt.want || (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Errorf("openFunction = %q, %v; want %q, %q", got, err, tt.want, tt.wantErr)
 			}

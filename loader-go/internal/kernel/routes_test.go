@@ -8,13 +8,9 @@ import (
 	"github.com/cilium/ebpf/btf"
 )
 
-// kernelSpec is a BTF spec holding funcs, as a kernel's would.
-func kernelSpec(t *testing.T, funcs ...*btf.Func) *btf.Spec {
+// kernelSpec is a BTF spec holding types, as a kernel's would.
+func kernelSpec(t *testing.T, types ...btf.Type) *btf.Spec {
 	t.Helper()
-	types := make([]btf.Type, len(funcs))
-	for i, f := range funcs {
-		types[i] = f
-	}
 	b, err := btf.NewBuilder(types, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -58,17 +54,17 @@ func TestRoutePrograms(t *testing.T) {
 	link612 := fn("vfs_link", "old_dentry:dentry", "idmap:mnt_idmap", "dir:inode", "new_dentry:dentry", "delegated_inode:inode")
 	for _, tt := range []struct {
 		name             string
-		funcs            []*btf.Func
+		funcs            []btf.Type
 		create, linkProg string // "" with why: no routes
 		why              string
 	}{
-		{"5.10", []*btf.Func{mknod, link, create510, link510}, "fexit_vfs_create_4", "fexit_vfs_link_4", ""},
-		{"6.12", []*btf.Func{mknod, link, create612, link612}, "fexit_vfs_create_5", "fexit_vfs_link_5", ""},
-		{"7.2", []*btf.Func{mknod, link, create72, link612}, "fexit_vfs_create_4", "fexit_vfs_link_5", ""},
-		{"no CONFIG_SECURITY_PATH", []*btf.Func{create612, link612}, "", "", "no security_path_mknod"},
-		{"an unknown hook prototype", []*btf.Func{fn("security_path_mknod", "dentry:dentry", "dir:path", "mode:", "dev:"), link, create612, link612},
+		{"5.10", []btf.Type{mknod, link, create510, link510}, "fexit_vfs_create_4", "fexit_vfs_link_4", ""},
+		{"6.12", []btf.Type{mknod, link, create612, link612}, "fexit_vfs_create_5", "fexit_vfs_link_5", ""},
+		{"7.2", []btf.Type{mknod, link, create72, link612}, "fexit_vfs_create_4", "fexit_vfs_link_5", ""},
+		{"no CONFIG_SECURITY_PATH", []btf.Type{create612, link612}, "", "", "no security_path_mknod"},
+		{"an unknown hook prototype", []btf.Type{fn("security_path_mknod", "dentry:dentry", "dir:path", "mode:", "dev:"), link, create612, link612},
 			"", "", "security_path_mknod has a prototype"},
-		{"an unknown vfs_create", []*btf.Func{mknod, link, fn("vfs_create", "idmap:mnt_idmap", "x:inode", "y:inode", "dentry:dentry", "mode:"), link612},
+		{"an unknown vfs_create", []btf.Type{mknod, link, fn("vfs_create", "idmap:mnt_idmap", "x:inode", "y:inode", "dentry:dentry", "mode:"), link612},
 			"", "", "vfs_create or vfs_link has a prototype"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
