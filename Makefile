@@ -155,7 +155,8 @@ test-e2e-arm64: loader exporter ## the arm64 half of test-e2e
 define e2e
 $(if $(strip $(2)),@mkdir -p $(E2E_LOG_DIR) && set -o pipefail && \
 	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL FILEWATCHER_E2E_ARCH=$(1) FILEWATCHER_E2E_KERNELS="$(2)" FILEWATCHER_E2E_LOCKDOWN_KERNELS="$(3)" FILEWATCHER_E2E_9P_KERNELS="$(4)" \
-	$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v -skip '^TestFleet$$' ./test/e2e/ 2>&1 | tee $(E2E_LOG_DIR)/e2e-$(1).log,@echo "test-e2e: no $(1) kernels")
+	$(GO) test -tags e2e -count=1 -timeout $(E2E_TIMEOUT) -v -skip '^TestFleet$$' ./test/e2e/ 2>&1 | tee $(E2E_LOG_DIR)/e2e-$(1).log || \
+	{ echo "test-e2e-$(1) failed; what its failed tests said:"; $(GO) run ./test/e2e/failures $(E2E_LOG_DIR)/e2e-$(1).log; exit 1; },@echo "test-e2e: no $(1) kernels")
 endef
 
 .PHONY: test-fleet
