@@ -10,7 +10,8 @@
 # Needs: go, node + npm (the exporter built from exporter/src), gcc with a
 # static libc (libc6-dev), qemu-system-x86 and what test/vm/vm.sh needs, the
 # OpenTelemetry Collector of scripts/build-collector.sh (make setup builds it);
-# optional: perf (linux-perf) for the loader profile, bpftrace for the peer.
+# optional: perf (linux-perf) for the loader profile, bpftrace and
+# fsnotifywait (inotify-tools) for the peers.
 # Logs, profiles and results.json go to .cache/bench/ (.cache/bench-smoke/).
 # FWBENCH_LOADER=/path/to/filewatcher-loader uses that (static) binary instead
 # of building one.
@@ -27,7 +28,7 @@ mkdir -p "$work"
 
 say() { echo "bench: $*" >&2; }
 
-say "building the loader, the storm program and the driver"
+say "building the loader, the storm program, fwopen and the driver"
 loader=$work/filewatcher-loader
 if [ -n "${FWBENCH_LOADER:-}" ]; then
 	loader=$FWBENCH_LOADER # a loader built elsewhere (static: it also runs in the guest)
@@ -35,6 +36,7 @@ else
 	CGO_ENABLED=0 go build -trimpath -o "$loader" ./loader-go/cmd/filewatcher-loader
 fi
 gcc -static -O2 -Wall -Wextra -Werror -o "$work/fwstorm" bench/storm/fwstorm.c
+CGO_ENABLED=0 go build -trimpath -o "$work/fwopen" ./test/e2e/fwopen
 go build -o "$work/fwbench" ./bench/cmd/fwbench
 
 # The exporter as the repository has it: rebuild when a source is newer.
@@ -43,4 +45,4 @@ if [ ! -f exporter/dist/main.js ] || [ -n "$(find exporter/src -newer exporter/d
 	npm run --silent build
 fi
 
-exec "$work/fwbench" --repo . --work "$work" --loader "$loader" --storm "$work/fwstorm" "$@"
+exec "$work/fwbench" --repo . --work "$work" --loader "$loader" --storm "$work/fwstorm" --fwopen "$work/fwopen" "$@"

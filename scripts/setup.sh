@@ -35,6 +35,7 @@ apt_packages=(
 	systemd                     # systemd-analyze verify of the units
 	docker-compose              # validate docker-compose.yml (no engine needed)
 	bpftrace linux-perf         # make bench: the peer on the same tracepoint, the loader's profile
+	inotify-tools               # make bench: fsnotifywait, the fanotify peer (what a user would try first)
 	python3-venv                # kubernetes-validate's venv (scripts/build-helm.sh)
 	curl ca-certificates git
 )

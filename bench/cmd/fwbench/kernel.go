@@ -79,6 +79,9 @@ type KernelPath struct {
 	Breakdown  *Breakdown
 	Peers      []PeerRun
 	PeerNote   string
+	Routes     []Route // filewatcher and fanotify on each creation route
+	// Why the fanotify peer did not run ("" when it did).
+	FanotifyNote string
 }
 
 func (b *Bench) kernelPath(ctx context.Context) (*KernelPath, error) {
@@ -110,21 +113,33 @@ func (b *Bench) kernelPath(ctx context.Context) (*KernelPath, error) {
 			return k, err
 		}
 	}
-	logf("4/4 peer: bpftrace on the same tracepoint")
-	if !v.Bpftrace {
-		k.PeerNote = "bpftrace is not installed on this host, so it could not be put in the guest: apt-get install bpftrace"
-		return k, nil
-	}
+	logf("4/4 peers: bpftrace on the same tracepoint, fanotify on the same filesystem")
 	ours := k.Reconciles[0]
 	k.Peers = append(k.Peers, PeerRun{Name: "filewatcher (module + BPF ring buffer + loader + gRPC subscriber)",
 		Storm: ours.Storm, Seen: ours.Delivered, Lost: ours.LostTotal, ConsumerCPU: ours.LoaderCPU, IdleCPU: ours.IdleCPU,
 		Note: "the loader's CPU; events seen = delivered to a gRPC subscriber on the host"})
-	for _, mode := range []string{"count", "printf"} {
-		p, err := b.bpftracePeer(ctx, v, mode)
-		if err != nil {
-			return k, err
+	if v.Bpftrace {
+		for _, mode := range []string{"count", "printf"} {
+			p, err := b.bpftracePeer(ctx, v, mode)
+			if err != nil {
+				return k, err
+			}
+			k.Peers = append(k.Peers, p)
 		}
-		k.Peers = append(k.Peers, p)
+	} else {
+		k.PeerNote = "bpftrace is not installed on this host, so it could not be put in the guest: apt-get install bpftrace"
+	}
+	if !v.Fsnotify {
+		k.FanotifyNote = "fsnotifywait is not installed on this host, so it could not be put in the guest: apt-get install inotify-tools"
+		return k, nil
+	}
+	p, err := b.fanotifyPeer(ctx, v)
+	if err != nil {
+		return k, err
+	}
+	k.Peers = append(k.Peers, p)
+	if k.Routes, err = b.routes(ctx, v); err != nil {
+		return k, err
 	}
 	return k, nil
 }
@@ -335,6 +350,7 @@ const (
 	stageBpftrace = "module + bpftrace count"
 	stageOurs     = "filewatcher"
 	stageBPF      = "filewatcher, eBPF-only probe"
+	stageFanotify = "fanotify (fsnotifywait -F -S), no module"
 )
 
 func (b *Bench) breakdown(ctx context.Context, v *VM) (*Breakdown, error) {
@@ -342,6 +358,9 @@ func (b *Bench) breakdown(ctx context.Context, v *VM) (*Breakdown, error) {
 		Stages: []string{stageWithout, stageModule, stageBpftrace, stageOurs, stageBPF},
 		Runs:   map[string][]Storm{}, OpenRuns: map[string][]Storm{},
 		Cost: map[string]Sample{}, CPU: map[string]Sample{}, OpenCost: map[string]Sample{}}
+	if v.Fsnotify {
+		bd.Stages = append(bd.Stages, stageFanotify)
+	}
 	logf("  where a create's cost goes: %d rounds of %v", bd.Rounds, bd.Stages)
 	n := 0
 	storm := func(stage string) error {
@@ -389,6 +408,19 @@ func (b *Bench) breakdown(ctx context.Context, v *VM) (*Breakdown, error) {
 				sub.Close()
 			}
 			if serr := g.stop(ctx); err == nil {
+				err = serr
+			}
+			if err != nil {
+				return bd, err
+			}
+		}
+		if v.Fsnotify {
+			f, err := startFsnotifywait(ctx, v, fmt.Sprintf("breakdown-%d", n))
+			if err != nil {
+				return bd, err
+			}
+			err = storm(stageFanotify)
+			if serr := f.stop(ctx); err == nil {
 				err = serr
 			}
 			if err != nil {

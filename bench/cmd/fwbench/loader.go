@@ -110,6 +110,9 @@ type Counter struct {
 	start      uint64 // first sequence this stream accounts for (response header)
 	err        error
 	samplePath []byte
+	// With record(): each event under prefix, by path (kind and comm).
+	recording bool
+	reports   map[string][]string
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -185,6 +188,10 @@ func (c *Counter) run(stream pb.EventService_SubscribeClient) {
 			c.events++
 			if bytes.HasPrefix(ev.Path, c.prefix) {
 				c.matching++
+				if c.recording {
+					c.reports[string(ev.Path)] = append(c.reports[string(ev.Path)],
+						fmt.Sprintf("%s (%s, uid %d)", kindName(ev.Kind), ev.Comm, ev.Uid))
+				}
 			} else if c.samplePath == nil {
 				c.samplePath = append([]byte(nil), ev.Path...)
 			}
@@ -208,6 +215,25 @@ func (c *Counter) observe(first, last uint64) {
 	if last+1 > c.next {
 		c.next = last + 1
 	}
+}
+
+// record makes the counter keep what it receives under its prefix, from
+// now on (for a handful of events: the routes table).
+func (c *Counter) record() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.recording, c.reports = true, map[string][]string{}
+}
+
+// recorded returns what record kept: path → each event's kind, comm and uid.
+func (c *Counter) recorded() map[string][]string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string][]string{}
+	for k, v := range c.reports {
+		out[k] = append([]string(nil), v...)
+	}
+	return out
 }
 
 // Snapshot returns the totals so far.

@@ -10,18 +10,19 @@ import (
 
 // Machine describes where the numbers were measured.
 type Machine struct {
-	CPU      string
-	Cores    int
-	MemoryGB float64
-	OS       string
-	Kernel   string
-	Go       string
-	Node     string
-	Qemu     string
-	Bpftrace string
-	Commit   string
-	Date     string
-	LoadAvg  []string // the machine is shared: how busy it was around the run
+	CPU          string
+	Cores        int
+	MemoryGB     float64
+	OS           string
+	Kernel       string
+	Go           string
+	Node         string
+	Qemu         string
+	Bpftrace     string
+	Fsnotifywait string
+	Commit       string
+	Date         string
+	LoadAvg      []string // the machine is shared: how busy it was around the run
 }
 
 func (b *Bench) machine(ctx context.Context) Machine {
@@ -65,6 +66,7 @@ func (b *Bench) machine(ctx context.Context) Machine {
 	m.Node = first("node", "--version")
 	m.Qemu = first("qemu-system-x86_64", "--version")
 	m.Bpftrace = first("bpftrace", "--version")
+	m.Fsnotifywait = first("dpkg-query", "-W", "-f=inotify-tools ${Version}", "inotify-tools")
 	m.Commit = first("git", "-C", b.repo, "describe", "--always", "--dirty")
 	m.LoadAvg = []string{"at start: " + loadAvg()}
 	return m

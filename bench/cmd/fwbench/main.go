@@ -91,6 +91,7 @@ type Bench struct {
 	repo, work   string
 	loaderBin    string
 	stormBin     string
+	fwopenBin    string
 	kernelSeries string
 	smoke        bool
 	cfg          config
@@ -124,6 +125,7 @@ func main() {
 	flag.StringVar(&b.work, "work", ".cache/bench", "folder for logs, profiles and results.json")
 	flag.StringVar(&b.loaderBin, "loader", "", "static filewatcher-loader binary")
 	flag.StringVar(&b.stormBin, "storm", "", "static fwstorm binary")
+	flag.StringVar(&b.fwopenBin, "fwopen", "", "static fwopen binary (test/e2e/fwopen: the creation routes)")
 	flag.StringVar(&b.kernelSeries, "kernel", "6.1", "guest kernel series for the kernel path (test/vm/vm.sh --kernel)")
 	flag.BoolVar(&b.smoke, "smoke", false, "tiny sizes, every piece once, check the machinery (no timing asserted)")
 	flag.StringVar(&out, "out", "", "report to write (default BENCHMARKS.md, or <work>/BENCHMARKS.smoke.md with --smoke)")
@@ -139,12 +141,12 @@ func main() {
 		}
 		return
 	}
-	if b.loaderBin == "" || b.stormBin == "" {
-		fmt.Fprintln(os.Stderr, "fwbench: --loader and --storm are required (bench/run.sh passes them)")
+	if b.loaderBin == "" || b.stormBin == "" || b.fwopenBin == "" {
+		fmt.Fprintln(os.Stderr, "fwbench: --loader, --storm and --fwopen are required (bench/run.sh passes them)")
 		os.Exit(2)
 	}
 	var err error
-	for _, p := range []*string{&b.repo, &b.work, &b.loaderBin, &b.stormBin} {
+	for _, p := range []*string{&b.repo, &b.work, &b.loaderBin, &b.stormBin, &b.fwopenBin} {
 		if *p, err = filepath.Abs(*p); err != nil {
 			fatal(err)
 		}

@@ -117,6 +117,7 @@ func renderMachine(w *md, m Machine) {
 	w.row("Node.js", m.Node)
 	w.row("qemu (guest, TCG)", m.Qemu)
 	w.row("bpftrace", m.Bpftrace)
+	w.row("fsnotifywait", m.Fsnotifywait)
 	w.row("load average (1/5/15 min)", strings.Join(m.LoadAvg, "; "))
 	w.p("")
 	w.p("The machine is a shared 2-core VM: other work runs beside the benchmark, and the " +
@@ -583,19 +584,26 @@ func renderKernel(w *md, k *KernelPath, cfg config) {
 }
 
 func renderPeer(w *md, k *KernelPath, cfg config) {
-	w.p("## 4. Peer: bpftrace on the same tracepoint")
+	w.p("## 4. Peers: bpftrace on the same tracepoint, fanotify on the same filesystem")
 	w.p("")
-	if k.PeerNote != "" {
-		w.p("%s", k.PeerNote)
-		w.p("")
+	for _, note := range []string{k.PeerNote, k.FanotifyNote} {
+		if note != "" {
+			w.p("%s", note)
+			w.p("")
+		}
+	}
+	if len(k.Peers) <= 1 {
 		return
 	}
-	w.p("Same guest, same storm (%s creates, %d workers), the module loaded, one consumer at a time. Debian's bpftrace "+
-		"(with every library it links) is added to the busybox guest. *Consumer CPU* is the consumer process's "+
+	w.p("Same guest, same storm (%s creates, %d workers), one consumer at a time; the module is loaded for bpftrace "+
+		"(it reads our tracepoint) and not for fanotify (it needs nothing of ours). Debian's bpftrace and "+
+		"`fsnotifywait` (inotify-tools, `-F -S -m -e create`: one fanotify mark on the guest's `/tmp` "+
+		"filesystem, each directory handle resolved to a path) are added to the busybox guest with every library "+
+		"they link. *Consumer CPU* is the consumer process's "+
 		"`utime+stime` in the guest from just before the storm until everything was read; *idle share* is what it "+
 		"uses over the same time when nothing happens (measured for %v before the storm: timers, pollers), and is "+
 		"subtracted for the per-event cost. The work done inside the kernel "+
-		"(kretprobe, tracepoint, BPF program) is charged to the creating processes and shows in *creates/s*.",
+		"(kretprobe, tracepoint, BPF program, fanotify's queue) is charged to the creating processes and shows in *creates/s*.",
 		thousands(float64(cfg.stormN)), cfg.stormWorkers, cfg.idleTime)
 	w.p("")
 	w.header("consumer", "created", "events seen", "reported lost", "consumer CPU (idle share)", "CPU µs per event above idle", "creates/s", "notes")
@@ -606,6 +614,36 @@ func renderPeer(w *md, k *KernelPath, cfg config) {
 			f0(float64(busy.Microseconds())/max(1, float64(p.Seen))), f0(p.Storm.PerSec), p.Note)
 	}
 	w.p("")
+	if len(k.Routes) > 0 {
+		w.p("**Which creations each reports.** Each route once, in this order, in `%s`, with filewatcher (the module, "+
+			"a gRPC subscriber on the host) and `fsnotifywait` watching at the same time. *filewatcher* shows each event's "+
+			"kind, comm and uid (it also carries pid, tgid, gid, fsuid, fsgid, the time and a sequence number); "+
+			"*fanotify* shows what `fsnotifywait` printed: the event names and the path, no pid (fanotify's "+
+			"metadata has one, `fsnotifywait` does not print it), no uid or comm. A row is right when the tool reports "+
+			"the path exactly when a new regular file appeared under it.", routesDir)
+		w.p("")
+		w.header("route", "a new regular file?", "filewatcher", "fanotify", "filewatcher right?", "fanotify right?")
+		right := func(creation bool, got string) string {
+			switch {
+			case creation == (got != "") && !strings.Contains(got, "; "):
+				return "yes"
+			case strings.Contains(got, "ISDIR"):
+				return "**no** (told apart: ISDIR)"
+			}
+			return "**no**"
+		}
+		or := func(s string) string {
+			if s == "" {
+				return "—"
+			}
+			return "`" + s + "`"
+		}
+		yes := map[bool]string{true: "yes", false: "no"}
+		for _, r := range k.Routes {
+			w.row(r.Name, yes[r.Creation], or(r.Ours), or(r.Fanotify), right(r.Creation, r.Ours), right(r.Creation, r.Fanotify))
+		}
+		w.p("")
+	}
 }
 
 func renderProfile(w *md, p *Profiles) {

@@ -7,7 +7,7 @@ import (
 )
 
 // smokeChecks is the number of checks checkSmoke makes when every section ran.
-const smokeChecks = 17
+const smokeChecks = 19
 
 // checkSmoke checks that every piece measured something sane, and returns
 // how many checks it made (those of the sections that ran: --only) and the
@@ -66,10 +66,18 @@ func checkSmoke(r *Results, cfg config) (made int, bad []string) {
 	check(ok, "kernel: created, fired, delivered and lost do not reconcile")
 	check(k != nil && len(k.Ratios) == 2 && len(k.Ratios[0].Cost) > 0 && k.Ratios[0].Cost[0] > 0 && k.Ratios[1].Cost[0] > 0,
 		"kernel: no with/without ratios")
-	peers := k != nil && len(k.Peers) == 3
-	check(peers, "peer: bpftrace runs missing")
+	peers := k != nil && len(k.Peers) == 4
+	check(peers, "peer: bpftrace or fanotify runs missing")
 	check(peers && k.Peers[1].Seen == k.Peers[1].Storm.OK && k.Peers[2].Seen+k.Peers[2].Lost >= k.Peers[2].Storm.OK,
 		"peer: bpftrace did not see every event")
+	// The smoke's storm is smaller than fanotify's queue (16,384 events).
+	check(peers && k.Peers[3].Seen == k.Peers[3].Storm.OK, "peer: fanotify did not see every create of the storm")
+	routes := k != nil && len(k.Routes) == len(routeSteps())
+	for i := 0; routes && i < len(k.Routes); i++ {
+		r := k.Routes[i]
+		routes = (r.Creation == (r.Ours != "")) && !strings.Contains(r.Ours, "; ") && (i > 0 || r.Fanotify != "")
+	}
+	check(routes, "peer: the routes table is wrong for filewatcher (a creation missed or reported twice, a non-creation reported) or fanotify reported no open: %+v", routesOf(k))
 	o := r.OTLP
 	check(o != nil && len(o.Steps) > 0 && o.Steps[0].Exported > 0 && o.Steps[0].CollectorGot >= o.Steps[0].Exported,
 		"otlp: no events exported as log records (or the Collector logged fewer than the exporter counted)")
@@ -94,4 +102,11 @@ func checkSmoke(r *Results, cfg config) (made int, bad []string) {
 	}
 	check(fleet, "otlp: the fleet did not run (every host exporting, nothing dropped, Collector CPU and RSS measured)")
 	return made, bad
+}
+
+func routesOf(k *KernelPath) []Route {
+	if k == nil {
+		return nil
+	}
+	return k.Routes
 }

@@ -20,6 +20,7 @@ type VM struct {
 	grpcAddr string // host side of the guest's port 50051
 	Kernel   string // uname -r in the guest
 	Bpftrace bool   // bpftrace and its libraries were added
+	Fsnotify bool   // fsnotifywait (inotify-tools) and its libraries were added
 	BootTime time.Duration
 }
 
@@ -27,22 +28,30 @@ const (
 	guestStorm  = "/usr/local/bin/fwstorm"
 	guestLoader = "/usr/local/bin/filewatcher-loader"
 	guestModule = "/filewatcher/filewatcher.ko"
+	guestFwopen = "/usr/local/bin/fwopen"
 )
 
 func (b *Bench) vmScript() string { return filepath.Join(b.repo, "test/vm/vm.sh") }
 
-// vmUp boots the guest with the storm program, the loader and, when this
-// host has it, bpftrace with every library it links.
+// vmUp boots the guest with the storm program, fwopen (the e2e tests'
+// creation routes), the loader and, when this host has them, bpftrace and
+// fsnotifywait with every library they link.
 func (b *Bench) vmUp(ctx context.Context) (*VM, error) {
 	v := &VM{b: b, name: fmt.Sprintf("fwbench-%d", os.Getpid())}
 	args := []string{b.vmScript(), "up", "--kernel", b.kernelSeries, "--name", v.name, "--no-loader",
 		"--ttl", strconv.Itoa(int(b.cfg.vmTTL.Seconds())),
-		"--add", b.stormBin + ":" + guestStorm, "--add", b.loaderBin + ":" + guestLoader}
-	if adds, err := bpftraceAdds(); err == nil {
+		"--add", b.stormBin + ":" + guestStorm, "--add", b.fwopenBin + ":" + guestFwopen, "--add", b.loaderBin + ":" + guestLoader}
+	if adds, err := hostToolAdds("bpftrace", "bpftrace"); err == nil {
 		args = append(args, adds...)
 		v.Bpftrace = true
 	} else {
 		logf("  no bpftrace peer: %v", err)
+	}
+	if adds, err := fsnotifyAdds(); err == nil {
+		args = append(args, adds...)
+		v.Fsnotify = true
+	} else {
+		logf("  no fanotify peer: %v", err)
 	}
 	onStop(v.down)
 	start := time.Now()
@@ -107,12 +116,13 @@ func lastLine(s string) string {
 	return strings.TrimSpace(lines[len(lines)-1])
 }
 
-// bpftraceAdds lists --add arguments that put this host's bpftrace and the
-// shared libraries it needs (resolved through symlinks) in the guest.
-func bpftraceAdds() ([]string, error) {
-	bin, err := exec.LookPath("bpftrace")
+// hostToolAdds lists --add arguments that put this host's tool (from
+// Debian's package pkg) and the shared libraries it needs (resolved through
+// symlinks) in the guest.
+func hostToolAdds(tool, pkg string) ([]string, error) {
+	bin, err := exec.LookPath(tool)
 	if err != nil {
-		return nil, fmt.Errorf("bpftrace is not installed on this host (apt-get install bpftrace)")
+		return nil, fmt.Errorf("%s is not installed on this host (apt-get install %s)", tool, pkg)
 	}
 	out, err := exec.Command("ldd", bin).Output()
 	if err != nil {
@@ -133,6 +143,24 @@ func bpftraceAdds() ([]string, error) {
 		adds = append(adds, "--add", real+":"+p)
 	}
 	return adds, nil
+}
+
+// fsnotifyAdds lists --add arguments for fsnotifywait and stdbuf (with
+// coreutils' libstdbuf.so, which it preloads): see startFsnotifywait.
+func fsnotifyAdds() ([]string, error) {
+	adds, err := hostToolAdds("fsnotifywait", "inotify-tools")
+	if err != nil {
+		return nil, err
+	}
+	stdbuf, err := hostToolAdds("stdbuf", "coreutils")
+	if err != nil {
+		return nil, err
+	}
+	const lib = "/usr/libexec/coreutils/libstdbuf.so"
+	if _, err := os.Stat(lib); err != nil {
+		return nil, fmt.Errorf("stdbuf's %s: %w", lib, err)
+	}
+	return append(append(adds, stdbuf...), "--add", lib+":"+lib), nil
 }
 
 // down powers the guest off and removes its state folder (its initramfs
