@@ -57,6 +57,9 @@ type Breakdown struct {
 	// The eBPF-only probe's wall time per create and per open ÷ the
 	// module's (stageBPF ÷ stageOurs), per round.
 	BPFvsModule, BPFvsModuleOpen Sample
+	// Rounds in which fsnotifywait exited during its storm (why), so that
+	// stage's cost lacks part of its consumer.
+	FanotifyExits []string
 }
 
 // PeerRun is one consumer of the tracepoint during a creation storm.
@@ -420,6 +423,9 @@ func (b *Bench) breakdown(ctx context.Context, v *VM) (*Breakdown, error) {
 				return bd, err
 			}
 			err = storm(stageFanotify)
+			if exited, why, _, serr := f.state(ctx); err == nil && serr == nil && exited {
+				bd.FanotifyExits = append(bd.FanotifyExits, why)
+			}
 			if serr := f.stop(ctx); err == nil {
 				err = serr
 			}

@@ -566,6 +566,11 @@ func renderKernel(w *md, k *KernelPath, cfg config) {
 			w.row(stage, rates.Format("%.0f"), cost, cpu, opens.Format("%.0f"), ocost)
 		}
 		w.p("")
+		if len(bd.FanotifyExits) > 0 {
+			w.p("In %d of the %d rounds fsnotifywait exited during its storm (%s): that stage's cost lacks the rest of its consumer's work.",
+				len(bd.FanotifyExits), bd.Rounds, strings.Join(bd.FanotifyExits, "; "))
+			w.p("")
+		}
 		w.p("**The two probes side by side**, round by round (eBPF-only probe ÷ module, wall time per operation): "+
 			"create %s, open of an existing file %s. %s", bd.BPFvsModule.Format("%.2f×"), bd.BPFvsModuleOpen.Format("%.2f×"),
 			probeVerdict(bd))
