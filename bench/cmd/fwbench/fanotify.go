@@ -225,8 +225,8 @@ type Route struct {
 	Ours, Fanotify string
 }
 
-// routeScript is the guest commands, in order: name, whether it creates a
-// regular file, the path it names (under routesDir), the command.
+// routeStep is one guest command of the routes table: its name, whether it
+// creates a regular file, the path it names (under routesDir), its argv.
 type routeStep struct {
 	name     string
 	creation bool
@@ -307,26 +307,38 @@ func (b *Bench) routes(ctx context.Context, v *VM) ([]Route, error) {
 	if err != nil {
 		return nil, err
 	}
-	ours := c.recorded()
-	// A path two steps name (touch of the file the first created) has the
-	// first report on the first step's row and any later ones on the
-	// second's, which must have none.
-	seen := map[string]bool{}
+	out := attribute(steps, c.recorded(), fan)
+	for _, r := range out {
+		logf("    %-40s creation %-5v filewatcher %-24q fanotify %q", r.Name, r.Creation, r.Ours, r.Fanotify)
+	}
+	return out, nil
+}
+
+// attribute gives each step what each tool reported for its path (reports
+// joined by "; "). A path that several steps name (the touch of the file
+// the first one created) has its first report on the first step's row and
+// any later ones on the next's, which must have none.
+func attribute(steps []routeStep, ours, fan map[string][]string) []Route {
+	named := map[string]int{}
+	for _, s := range steps {
+		named[s.path]++
+	}
+	taken := map[string]bool{}
 	var out []Route
 	for _, s := range steps {
-		r := Route{Name: s.name, Creation: s.creation, Path: s.path}
 		pick := func(reports []string) string {
-			if !seen[s.path] {
+			switch {
+			case named[s.path] == 1:
+				return strings.Join(reports, "; ")
+			case !taken[s.path]:
 				return strings.Join(reports[:min(1, len(reports))], "; ")
 			}
 			return strings.Join(reports[min(1, len(reports)):], "; ")
 		}
-		r.Ours, r.Fanotify = pick(ours[s.path]), pick(fan[s.path])
-		seen[s.path] = true
-		out = append(out, r)
-		logf("    %-40s creation %-5v filewatcher %-24q fanotify %q", s.name, s.creation, r.Ours, r.Fanotify)
+		out = append(out, Route{Name: s.name, Creation: s.creation, Path: s.path, Ours: pick(ours[s.path]), Fanotify: pick(fan[s.path])})
+		taken[s.path] = true
 	}
-	return out, nil
+	return out
 }
 
 // kindName is an event's kind as the routes table shows it.
