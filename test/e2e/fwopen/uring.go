@@ -104,14 +104,25 @@ func uringCall(fill func(*sqe), keep ...any) (int32, error) {
 	fill(e)
 	*u32(sq, p.sqOff.array+idx*4) = idx
 	atomic.StoreUint32(u32(sq, p.sqOff.tail), tail+1)
-	if _, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, fd, 1, 1, ioringEnterGetevents, 0, 0); errno != 0 {
-		return 0, fmt.Errorf("io_uring_enter: %w", errno)
+	// The wait for the completion can end early: a signal (the Go runtime
+	// preempts with SIGURG) makes io_uring_enter return EINTR, or the count
+	// it submitted, before the operation completes. Wait again, submitting
+	// only what the kernel has not taken yet.
+	head := atomic.LoadUint32(u32(cq, p.cqOff.head))
+	for submit, try := uintptr(1), 0; head == atomic.LoadUint32(u32(cq, p.cqOff.tail)); try++ {
+		if try == 1000 {
+			return 0, fmt.Errorf("no io_uring completion after %d waits", try)
+		}
+		n, _, errno := unix.Syscall6(unix.SYS_IO_URING_ENTER, fd, submit, 1, ioringEnterGetevents, 0, 0)
+		switch {
+		case errno == unix.EINTR:
+		case errno != 0:
+			return 0, fmt.Errorf("io_uring_enter: %w", errno)
+		default:
+			submit -= min(submit, n)
+		}
 	}
 	runtime.KeepAlive(keep)
-	head := atomic.LoadUint32(u32(cq, p.cqOff.head))
-	if head == atomic.LoadUint32(u32(cq, p.cqOff.tail)) {
-		return 0, fmt.Errorf("io_uring_enter returned without a completion")
-	}
 	c := (*cqe)(unsafe.Pointer(&cq[p.cqOff.cqes+(head&atomic.LoadUint32(u32(cq, p.cqOff.ringMask)))*uint32(unsafe.Sizeof(cqe{}))]))
 	res := c.res
 	atomic.StoreUint32(u32(cq, p.cqOff.head), head+1)
