@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/filewatcher/filewatcher/internal/testutil"
+	fwv1 "github.com/filewatcher/filewatcher/proto/filewatcher/v1"
 	"github.com/filewatcher/filewatcher/test/vm/agent/vmagent"
 )
 
@@ -455,7 +456,7 @@ func testFleetEvents(t *testing.T, g *guest, f *fleet) {
 			{"filewatcher.fsgid", fmt.Sprint(w.fsgid)},
 			{"filewatcher.run_id", runID},
 			{"filewatcher.open_flags", ""}, // present; its value is the kernel's
-			{"filewatcher.kind", strings.ToLower(strings.TrimPrefix(w.kindOrOpen().String(), "EVENT_KIND_"))},
+			{"filewatcher.kind", fwv1.KindName(w.kindOrOpen())},
 			{"event.name", "filewatcher.file_created"},
 		}
 		for _, c := range checks {

@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	pb "github.com/filewatcher/filewatcher/proto/filewatcher/v1"
 )
 
 // The fanotify peer (issue 13): what a user would try first instead of
@@ -339,9 +337,4 @@ func attribute(steps []routeStep, ours, fan map[string][]string) []Route {
 		taken[s.path] = true
 	}
 	return out
-}
-
-// kindName is an event's kind as the routes table shows it.
-func kindName(k pb.EventKind) string {
-	return strings.ToLower(strings.TrimPrefix(k.String(), "EVENT_KIND_"))
 }

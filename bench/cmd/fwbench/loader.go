@@ -190,7 +190,7 @@ func (c *Counter) run(stream pb.EventService_SubscribeClient) {
 				c.matching++
 				if c.recording {
 					c.reports[string(ev.Path)] = append(c.reports[string(ev.Path)],
-						fmt.Sprintf("%s (%s, uid %d)", kindName(ev.Kind), ev.Comm, ev.Uid))
+						fmt.Sprintf("%s (%s, uid %d)", pb.KindName(ev.Kind), ev.Comm, ev.Uid))
 				}
 			} else if c.samplePath == nil {
 				c.samplePath = append([]byte(nil), ev.Path...)

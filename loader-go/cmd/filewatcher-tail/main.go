@@ -86,7 +86,7 @@ func parse(args []string, stderr io.Writer) (*options, error) {
 	})
 	fs.Func("kind", "only files created this way: "+strings.Join(knownKinds(), ", ")+" (repeatable, comma-separated)", func(s string) error {
 		for _, name := range strings.Split(s, ",") {
-			k, ok := pb.EventKind_value[kindPrefix+strings.ToUpper(strings.TrimSpace(name))]
+			k, ok := pb.EventKind_value[pb.KindPrefix+strings.ToUpper(strings.TrimSpace(name))]
 			if !ok || k == 0 {
 				return fmt.Errorf("unknown kind %q (known: %s)", name, strings.Join(knownKinds(), ", "))
 			}
@@ -289,32 +289,20 @@ func (p *printer) event(ev *pb.FileCreatedEvent) eventLine {
 	}
 	l.Path, l.PathB64 = text(ev.Path)
 	l.Comm, l.CommB64 = text(ev.Comm)
-	l.Kind = kindName(ev.Kind)
+	l.Kind = pb.KindName(ev.Kind)
 	if ev.Flags&uint32(pb.EventFlag_EVENT_FLAG_PATH_UNRESOLVED) != 0 {
 		l.Flags = append(l.Flags, pb.EventFlag_EVENT_FLAG_PATH_UNRESOLVED.String())
 	}
 	return l
 }
 
-const kindPrefix = "EVENT_KIND_"
-
-// kindName is an EventKind as --kind takes it (open, ...) in lower case,
-// or its number when this build does not know it.
-func kindName(k pb.EventKind) string {
-	name, ok := pb.EventKind_name[int32(k)]
-	if !ok {
-		return strconv.Itoa(int(k))
-	}
-	return strings.ToLower(strings.TrimPrefix(name, kindPrefix))
-}
-
 // knownKinds are the kinds --kind takes, by number: every EventKind but
-// EVENT_KIND_UNSPECIFIED, as kindName prints them.
+// EVENT_KIND_UNSPECIFIED, as pb.KindName names them.
 func knownKinds() []string {
 	var names []string
 	for _, n := range slices.Sorted(maps.Keys(pb.EventKind_name)) {
 		if n != 0 {
-			names = append(names, kindName(pb.EventKind(n)))
+			names = append(names, pb.KindName(pb.EventKind(n)))
 		}
 	}
 	return names
