@@ -79,6 +79,18 @@ func (f *fsnotifyRun) stop(ctx context.Context) error {
 // state says whether fsnotifywait has exited by itself (with its status and
 // the last message it printed) and its CPU time so far.
 func (f *fsnotifyRun) state(ctx context.Context) (exited bool, why string, cpu time.Duration, err error) {
+	for try := 0; ; try++ {
+		exited, why, cpu, err = f.stateOnce(ctx)
+		// A failed /proc read falls between its exit and its shell's line:
+		// look again, a few times.
+		if err == nil || exited || try == 10 {
+			return exited, why, cpu, err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (f *fsnotifyRun) stateOnce(ctx context.Context) (exited bool, why string, cpu time.Duration, err error) {
 	line, err := f.vm.sh(ctx, `grep '^fwb-exit ' "$1" || true`, "grep", f.out)
 	if err != nil {
 		return false, "", 0, err
@@ -93,12 +105,7 @@ func (f *fsnotifyRun) state(ctx context.Context) (exited bool, why string, cpu t
 		return true, fmt.Sprintf("status %s, %q", fields[1], msg), time.Duration(float64(ut+st) / clockTicks * float64(time.Second)), nil
 	}
 	cpu, err = f.vm.cpu(ctx, f.child)
-	if err != nil {
-		// Between its exit and its shell's line.
-		time.Sleep(200 * time.Millisecond)
-		return f.state(ctx)
-	}
-	return false, "", cpu, nil
+	return false, "", cpu, err
 }
 
 // events returns what fsnotifywait reported under prefix: path → the
